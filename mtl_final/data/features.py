@@ -37,7 +37,7 @@ class Batch:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(self.cat.shape[0] if self.cat.numel() or self.cat.dim() == 2 else self.num.shape[0])
+        return int(self.cat.shape[0])  # cat is [B, 0] when there are no categorical fields
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(

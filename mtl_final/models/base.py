@@ -1,0 +1,131 @@
+"""RankingModel: what every model shares — the embedding bottom, task heads' outputs, losses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl_final.data.features import Batch, FeatureSpec
+from mtl_final.nn.embedding import FeatureEmbedding
+
+
+def entire_space_name(parent: str, child: str) -> str:
+    """Name of p(parent) · p(child | parent): 'ctcvr' for (ctr, cvr)."""
+    return "ctcvr" if (parent, child) == ("ctr", "cvr") else f"{parent}_{child}"
+
+
+@dataclass
+class ModelOutput:
+    """logits: task → [batch]; probs: task → [batch] plus entire-space products (e.g. 'ctcvr');
+    aux_losses: named extra loss terms computed in forward (self-distillation), scalars."""
+
+    logits: dict[str, torch.Tensor]
+    probs: dict[str, torch.Tensor]
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class RankingModel(nn.Module):
+    """Base of every model. Subclasses build their layers in __init__ and implement `compute_logits`.
+
+    Config keys read here: model.embedding_dim, model.embedding_regularizer,
+    model.net_regularizer, model.task_weights. `DEFAULTS` holds a subclass's own model.* keys.
+    """
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    MULTI_TASK: ClassVar[bool] = False
+
+    def __init__(self, features: FeatureSpec, tasks: Sequence[Any], cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("a model needs at least one task")
+        if not self.MULTI_TASK and len(tasks) != 1:
+            raise ValueError(
+                f"model {cfg['model']['name']!r} predicts one task but {len(tasks)} were selected "
+                f"({', '.join(t.name for t in tasks)}); pick one with tasks=[ctr] or use a multi-task "
+                "model (shared_bottom, esmm, mmoe, ple)"
+            )
+        self.features = features
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in self.tasks]
+        self.cfg = cfg
+        m = cfg["model"]
+        self.embedding_dim = int(m["embedding_dim"])
+        self.embedding_regularizer = float(m["embedding_regularizer"])
+        self.net_regularizer = float(m["net_regularizer"])
+        weights = dict(m.get("task_weights") or {})
+        unknown = set(weights) - set(self.task_names)
+        if unknown:
+            raise ValueError(f"model.task_weights names unknown tasks {sorted(unknown)}; tasks are {self.task_names}")
+        self.task_weights = {t: float(weights.get(t, 1.0)) for t in self.task_names}
+        self.embedding = FeatureEmbedding(features, self.embedding_dim)
+
+    # --- to implement -------------------------------------------------------------------
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Batch → (task → logit [batch], named aux loss scalars)."""
+        raise NotImplementedError
+
+    # --- shared behaviour ---------------------------------------------------------------
+    def forward(self, batch: Batch) -> ModelOutput:
+        logits, aux = self.compute_logits(batch)
+        return ModelOutput(logits, self.probabilities(logits), aux)
+
+    def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        probs = {name: torch.sigmoid(logit) for name, logit in logits.items()}
+        for task in self.tasks:
+            if task.on and task.on in probs:
+                probs[entire_space_name(task.on, task.name)] = probs[task.on] * probs[task.name]
+        return probs
+
+    def task_losses(self, out: ModelOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        """BCE per task; a task declared `on: parent` is averaged over rows whose parent label is 1."""
+        losses = {}
+        for task in self.tasks:
+            logit, label = out.logits[task.name], batch.labels[task.name]
+            if task.on:
+                mask = batch.labels[task.on] > 0.5
+                per_row = F.binary_cross_entropy_with_logits(logit, label, reduction="none")
+                losses[task.name] = (per_row * mask).sum() / mask.sum().clamp_min(1)
+            else:
+                losses[task.name] = F.binary_cross_entropy_with_logits(logit, label)
+        return losses
+
+    def regularization(self) -> torch.Tensor:
+        """(λ_emb/2)·Σ‖E‖² over whole embedding tables + (λ_net/2)·Σ‖W‖² over Linear weights."""
+        reg = torch.zeros((), device=self.embedding.table.weight.device)
+        if self.embedding_regularizer:
+            emb = sum(m.squared_norm() for m in self.modules() if isinstance(m, FeatureEmbedding))
+            reg = reg + self.embedding_regularizer / 2 * emb
+        if self.net_regularizer:
+            net = sum(m.weight.pow(2).sum() for m in self.modules() if isinstance(m, nn.Linear))
+            reg = reg + self.net_regularizer / 2 * net
+        return reg
+
+    def loss(self, out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total training loss and its named parts (task losses, aux terms, regularisation)."""
+        parts = self.task_losses(out, batch)
+        total = sum(self.task_weights[name] * value for name, value in parts.items())
+        for name, value in out.aux_losses.items():
+            total = total + value
+            parts[name] = value
+        reg = self.regularization()
+        parts["regularization"] = reg
+        return total + reg, parts
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Paper init: Linear Xavier-normal with zero bias; embeddings N(0, 1e-4²) with zero padding rows.
+        Modules with their own init (FieldGate, interaction layers) keep it."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, FeatureEmbedding):
+                module.reset_parameters()
+
+    def flat_embedding(self, batch: Batch) -> torch.Tensor:
+        """[batch, fields · dim]."""
+        return self.embedding(batch).flatten(1)

@@ -1,0 +1,33 @@
+"""build_block: the one factory for every deep block, tower and expert."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from mtl_final.nn.final import FinalBlock
+from mtl_final.nn.mlp import MLPBlock
+
+BLOCK_KINDS = ("mlp", "final")
+_FINAL_ONLY = ("num_steps", "aggregation", "sigma")
+_IGNORED = ("kind", "dual", "kd")
+
+
+def build_block(kind: str, in_dim: int, **options: Any) -> nn.Module:
+    """A deep block of `kind` 'mlp' or 'final' mapping [batch, in_dim] → [batch, block.output_dim].
+
+    options: hidden_units, activation, dropout, batch_norm, bias; for 'final' also num_steps,
+    aggregation, sigma (silently unused by 'mlp' so one config section serves both kinds).
+    """
+    options = {k: v for k, v in options.items() if k not in _IGNORED}
+    if kind == "mlp":
+        return MLPBlock(in_dim, **{k: v for k, v in options.items() if k not in _FINAL_ONLY})
+    if kind == "final":
+        return FinalBlock(in_dim, **options)
+    raise ValueError(f"unknown block kind {kind!r}; choose one of {list(BLOCK_KINDS)}")
+
+
+def build_block_from_config(section: Mapping[str, Any], in_dim: int, **overrides: Any) -> nn.Module:
+    """build_block from a config section such as cfg['block'] / cfg['tower'] (keys as in DEFAULTS)."""
+    options = {**section, **overrides}
+    return build_block(options.pop("kind"), in_dim, **options)

@@ -1,0 +1,59 @@
+"""FeatureEmbedding: the shared bottom that turns encoded fields into vectors."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch, FeatureSpec
+
+EMBEDDING_INIT_STD = 1e-4
+
+
+class FeatureEmbedding(nn.Module):
+    """All fields of a batch → field embeddings [batch, fields, dim].
+
+    Categorical fields share ONE table with per-field offsets (one gather instead of one
+    lookup per field). Each field keeps its own padding row (its index 0), which stays
+    zero: it is zeroed at init and its gradient is masked. A numeric field f is embedded
+    as value · w_f. Output order: categorical fields, then numeric fields.
+    """
+
+    def __init__(self, features: FeatureSpec, dim: int) -> None:
+        super().__init__()
+        self.features = features
+        self.dim = dim
+        sizes = [size for _, size in features.categorical]
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("padding_rows", offsets.clone(), persistent=False)
+        self.table = nn.Embedding(max(sum(sizes), 1), dim)
+        self.numeric = nn.Parameter(torch.empty(len(features.numeric), dim))
+        self.table.weight.register_hook(self._mask_padding_grad)
+        self.reset_parameters()
+
+    def _mask_padding_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.index_fill(0, self.padding_rows, 0.0) if self.padding_rows.numel() else grad
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
+        if self.padding_rows.numel():
+            self.table.weight.index_fill_(0, self.padding_rows, 0.0)
+        nn.init.normal_(self.numeric, std=EMBEDDING_INIT_STD)
+
+    @property
+    def num_fields(self) -> int:
+        return self.features.num_fields
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Batch → [batch, fields, dim]."""
+        parts = []
+        if self.offsets.numel():
+            parts.append(self.table(batch.cat + self.offsets))
+        if self.numeric.shape[0]:
+            parts.append(batch.num.unsqueeze(-1) * self.numeric)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def squared_norm(self) -> torch.Tensor:
+        """‖E‖² over every embedding parameter (whole tables, not only looked-up rows)."""
+        return self.table.weight.pow(2).sum() + self.numeric.pow(2).sum()

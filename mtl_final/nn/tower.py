@@ -1,0 +1,46 @@
+"""Tower: one task's head — a block (or two, dual) ending in a logit, with optional self-distillation."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtl_final.nn.blocks import build_block_from_config
+
+
+def self_distillation_loss(block_logits: list[torch.Tensor], teacher_logit: torch.Tensor) -> torch.Tensor:
+    """Σ_k BCE(sigmoid(logit_k), stop_grad(sigmoid(teacher))) — the FINAL 2B+KD terms.
+
+    block_logits: k tensors [batch]; teacher_logit: [batch] (detached here, so no gradient
+    ever reaches the teacher through these terms).
+    """
+    target = torch.sigmoid(teacher_logit.detach())
+    return sum(F.binary_cross_entropy_with_logits(logit, target) for logit in block_logits)
+
+
+class Tower(nn.Module):
+    """[batch, in_dim] → logit [batch]; dual=True runs two blocks and averages their logits.
+
+    `kd_loss` (set in training forward when dual and kd) holds the self-distillation terms of
+    both blocks toward their averaged, detached prediction.
+    """
+
+    def __init__(self, in_dim: int, section: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.dual = bool(section.get("dual", False))
+        self.kd = bool(section.get("kd", False)) and self.dual
+        self.blocks = nn.ModuleList(
+            build_block_from_config(section, in_dim) for _ in range(2 if self.dual else 1)
+        )
+        self.heads = nn.ModuleList(nn.Linear(block.output_dim, 1) for block in self.blocks)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [batch, in_dim] → (logit [batch], kd loss scalar or None)."""
+        logits = [head(block(x)).squeeze(-1) for block, head in zip(self.blocks, self.heads)]
+        if len(logits) == 1:
+            return logits[0], None
+        logit = (logits[0] + logits[1]) / 2
+        kd = self_distillation_loss(logits, logit) if self.kd and self.training else None
+        return logit, kd

@@ -1,0 +1,162 @@
+"""run_experiment: config → data store → model → Trainer → run directory with metrics.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from mtl_final.config import config_hash, dump_config
+from mtl_final.data.schema import DatasetSchema
+from mtl_final.data.store import EncodedStore
+from mtl_final.models import build_model
+from mtl_final.train.metrics import auc, logloss
+from mtl_final.train.trainer import Trainer
+
+SPLITS = ("train", "valid", "test")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dataset(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> tuple[DatasetSchema, Path]:
+    """The schema and data folder of a run: the built-in funnel simulator (data.simulator) or
+    data.schema + data.root."""
+    data = cfg["data"]
+    if data["simulator"] is not None:
+        from mtl_final.data.simulator import ensure_simulated
+
+        root = ensure_simulated(data["cache_dir"], **data["simulator"])
+        schema_path = Path(data["schema"]) if data["schema"] else root / "schema.yaml"
+        return DatasetSchema.from_yaml(schema_path), root
+    if not data["schema"] or not data["root"]:
+        raise ValueError(
+            "no data: set data.schema=<schema.yaml> and data.root=<folder with train/valid/test>, "
+            "or data.simulator={n_rows: 200000} for the built-in funnel simulator"
+        )
+    return DatasetSchema.from_yaml(data["schema"]), Path(data["root"])
+
+
+def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{stamp}-{cfg['model']['name']}-{config_hash(cfg)[:8]}"
+
+
+def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate one configuration; writes config.yaml, encoders.json, best.pt,
+    last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict."""
+    t = cfg["train"]
+    if t["num_threads"]:
+        torch.set_num_threads(int(t["num_threads"]))
+    seed_everything(int(cfg["seed"]))
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+
+    schema, root = resolve_dataset(cfg, log)
+    if cfg["tasks"]:
+        schema = schema.select_tasks(list(cfg["tasks"]))
+    store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
+                                       invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
+    store.encoders.save(run_dir / "encoders.json")
+    task_labels = {task.name: task.label for task in (*schema.tasks, *schema.parent_tasks)}
+    splits = {name: store.split(name).to_tensors(task_labels) for name in SPLITS}
+    log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
+        + f" | tasks {[t.name for t in schema.tasks]} | run dir {run_dir}")
+
+    device = resolve_device(t["device"])
+    seed_everything(int(cfg["seed"]))
+    model = build_model(cfg, store.feature_spec, list(schema.tasks))
+    gauc_column = None
+    if t["gauc_field"]:
+        names = [name for name, _ in store.feature_spec.categorical]
+        if t["gauc_field"] not in names:
+            raise ValueError(f"train.gauc_field={t['gauc_field']!r} is not a categorical field; choose one of {names}")
+        gauc_column = names.index(t["gauc_field"])
+    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column)
+    trainer.fit(splits["train"], splits["valid"])
+
+    metrics: dict[str, Any] = {
+        "valid": trainer.evaluate(splits["valid"]),
+        "test": trainer.evaluate(splits["test"]),
+        "best_epoch": trainer.best_epoch,
+        "epochs_run": trainer.epochs_run,
+        "train_seconds": round(trainer.train_seconds, 3),
+        "steps": trainer.global_step,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data_report": store.report,
+    }
+    if cfg["data"]["simulator"] is not None:
+        metrics["test_entire_space"] = entire_space_metrics(trainer, splits["test"], root, schema, int(cfg["seed"]))
+    _write_json(run_dir / "metrics.json", metrics)
+    final = {f"test/{task}/{name}": float(v) for task, ms in metrics["test"].items()
+             for name, v in ms.items() if name != "rows"}
+    trainer.log_hparams(_flatten(cfg), final)
+    trainer.close()
+    summary = " ".join(f"{task}.auc={ms['auc']:.6f}" for task, ms in metrics["test"].items())
+    log(f"test: {summary} | best epoch {trainer.best_epoch} of {trainer.epochs_run} | "
+        f"{trainer.train_seconds:.1f}s | metrics in {run_dir / 'metrics.json'}")
+    return metrics
+
+
+def entire_space_metrics(trainer: Trainer, test: Any, root: Path, schema: DatasetSchema, seed: int) -> dict[str, Any]:
+    """CVR quality over ALL impressions, clicked or not, using the simulator's ground truth.
+
+    The counterfactual label "would convert if clicked" is drawn once per row from true_pcvr
+    (seeded), so unclicked rows get a CVR label too; the oracle AUC of true_pcvr itself on
+    that label bounds what any model can reach."""
+    from mtl_final.data.simulator import read_ground_truth
+
+    truth = read_ground_truth(root, "test")
+    probs = trainer.predict(test)
+    cvr_tasks = [t for t in schema.tasks if t.on]
+    if not cvr_tasks:
+        return {}
+    name = cvr_tasks[0].name
+    rng = np.random.default_rng(seed)
+    y = (rng.random(len(truth["true_pcvr"])) < truth["true_pcvr"]).astype(np.float64)
+    p = probs[name]
+    return {
+        f"{name}_auc": auc(y, p), f"{name}_logloss": logloss(y, p),
+        f"{name}_oracle_auc": auc(y, truth["true_pcvr"]),
+        f"{name}_corr_true_pcvr": float(np.corrcoef(p, truth["true_pcvr"])[0, 1]),
+        "rows": int(len(y)),
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

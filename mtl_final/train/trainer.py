@@ -1,0 +1,201 @@
+"""Trainer: the FINAL paper's protocol (paper_notes §3) for single- and multi-task models.
+
+Adam; evaluate on valid every epoch (or every k steps); monitor a valid metric; on no
+improvement lr ← max(lr·factor, min_lr) and count; stop after `patience` non-improving
+evaluations; reload the best weights. Gradient norm clipping, whole-table embedding L2
+(in the model's loss), TensorBoard scalars and atomic checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtl_final.data.batches import BatchLoader
+from mtl_final.models.base import RankingModel
+from mtl_final.train.checkpoint import save_atomic
+from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
+
+
+def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = train_cfg["optimizer"], train_cfg["lr"], train_cfg["weight_decay"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, foreach=True)
+    raise ValueError(f"unknown train.optimizer {name!r}; choose adam, adamw or sgd")
+
+
+class Trainer:
+    """Fits one model. `fit(train, valid)` → history; `evaluate(split)` → metrics per task."""
+
+    def __init__(
+        self,
+        model: RankingModel,
+        cfg: Mapping[str, Any],
+        run_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        log: Callable[[str], None] = print,
+        gauc_column: int | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.t = cfg["train"]
+        self.device = torch.device(device)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.log = log
+        self.gauc_column = gauc_column
+        self.optimizer = build_optimizer(model, self.t)
+        self.monitor = parse_monitor(self.t["monitor"], model.task_names)
+        self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
+        self.writer = None
+        if self.run_dir and self.t["tensorboard"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir))
+        self.global_step = 0
+        self.best_value = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
+        self.stopping_steps = 0
+        self.history: list[dict[str, Any]] = []
+
+    # --- evaluation -------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: Any) -> dict[str, np.ndarray]:
+        """Probabilities per output name over a whole split, in row order."""
+        self.model.eval()
+        chunks: dict[str, list[torch.Tensor]] = {}
+        for batch in BatchLoader(data, self.t["eval_batch_size"], shuffle=False):
+            out = self.model(batch.to(self.device))
+            for name, p in out.probs.items():
+                chunks.setdefault(name, []).append(p.float().cpu())
+        return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
+
+    def evaluate(self, data: Any) -> dict[str, dict[str, float]]:
+        probs = self.predict(data)
+        labels = {name: data.labels[name].numpy() for name in data.labels}
+        groups = data.cat[:, self.gauc_column].numpy() if self.gauc_column is not None else None
+        return task_metrics(self.model.tasks, probs, labels, groups)
+
+    # --- training ---------------------------------------------------------------------
+    def fit(self, train: Any, valid: Any) -> list[dict[str, Any]]:
+        t = self.t
+        loader = BatchLoader(train, t["batch_size"], shuffle=True, seed=int(self.cfg["seed"]))
+        eval_every = t["eval_every_steps"] or len(loader)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        start = time.perf_counter()
+        stop = False
+        for epoch in range(1, t["epochs"] + 1):
+            loader.set_epoch(epoch)
+            self.model.train()
+            running = torch.zeros((), device=self.device)
+            n_steps = 0
+            for batch in self._progress(loader, epoch):
+                batch = batch.to(self.device)
+                out = self.model(batch)
+                loss, parts = self.model.loss(out, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t["grad_clip_norm"]:
+                    nn.utils.clip_grad_norm_(params, t["grad_clip_norm"], foreach=True)
+                self.optimizer.step()
+                self.global_step += 1
+                n_steps += 1
+                running += loss.detach()
+                if self.writer and self.global_step % 10 == 0:
+                    self.writer.add_scalar("train/loss", loss.item(), self.global_step)
+                    for name, value in parts.items():
+                        self.writer.add_scalar(f"train/loss_{name}", value.item(), self.global_step)
+                if self.global_step % eval_every == 0:
+                    stop = self._evaluate_and_schedule(valid, epoch, float(running) / n_steps, start)
+                    self.model.train()
+                    if stop:
+                        break
+                if t["max_steps"] and self.global_step >= t["max_steps"]:
+                    stop = True
+                    if self.global_step % eval_every:
+                        self._evaluate_and_schedule(valid, epoch, float(running) / max(n_steps, 1), start)
+                    break
+            if stop:
+                break
+        self.train_seconds = time.perf_counter() - start
+        self.epochs_run = epoch
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.writer:
+            self.writer.flush()
+        return self.history
+
+    def _progress(self, loader: BatchLoader, epoch: int):
+        if not self.t["progress"]:
+            return loader
+        from tqdm import tqdm
+
+        return tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0)
+
+    def _evaluate_and_schedule(self, valid: Any, epoch: int, train_loss: float, start: float) -> bool:
+        metrics = self.evaluate(valid)
+        value = monitor_value(metrics, self.monitor)
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = {"epoch": epoch, "step": self.global_step, "train_loss": train_loss, "lr": lr,
+                  "monitor": value, "valid": metrics, "seconds": time.perf_counter() - start}
+        self.history.append(record)
+        improved = math.isfinite(value) and self.sign * value > self.best_value
+        if improved:
+            self.best_value = self.sign * value
+            self.best_epoch = epoch
+            self.stopping_steps = 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            if self.run_dir:
+                save_atomic({"model": self.best_state, "epoch": epoch, "step": self.global_step,
+                             "monitor": value}, self.run_dir / "best.pt")
+        else:
+            self.stopping_steps += 1
+            new_lr = max(lr * self.t["lr_decay_factor"], self.t["min_lr"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = new_lr
+        summary = " ".join(f"{task}.auc={m['auc']:.6f}" for task, m in metrics.items())
+        self.log(f"epoch {epoch} step {self.global_step}: train loss {train_loss:.6f} | valid {summary} | "
+                 f"monitor {value:.6f}{' *' if improved else ''} | lr {lr:.1e}")
+        if self.writer:
+            self.writer.add_scalar("lr", lr, self.global_step)
+            self.writer.add_scalar("valid/monitor", value, self.global_step)
+            for task, ms in metrics.items():
+                for name, v in ms.items():
+                    if name != "rows":
+                        self.writer.add_scalar(f"valid/{task}/{name}", v, self.global_step)
+        if self.run_dir:
+            save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "epoch": epoch, "step": self.global_step, "best_value": self.best_value,
+                         "stopping_steps": self.stopping_steps}, self.run_dir / "last.pt")
+        return self.stopping_steps >= self.t["patience"]
+
+    def log_hparams(self, hparams: Mapping[str, Any], final_metrics: Mapping[str, float]) -> None:
+        """Write the run's hyper-parameters and final metrics to TensorBoard's HPARAMS tab."""
+        if not self.writer:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        finite = {k: v for k, v in final_metrics.items() if math.isfinite(v)}
+        exp, ssi, sei = hparams_summary(clean, finite)
+        file_writer = self.writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            file_writer.add_summary(summary)
+        for k, v in finite.items():
+            self.writer.add_scalar(k, v, self.global_step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()

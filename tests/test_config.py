@@ -1,0 +1,310 @@
+"""Tests of the run configuration: overrides, files, validation, model defaults, dumping."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from mtl_final import config as C
+from mtl_final.config import ConfigError, config_hash, dump_config, get, load_config
+
+
+@pytest.fixture(autouse=True)
+def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Isolate the model registry from the real models package and register fake models."""
+    monkeypatch.setattr(C, "MODEL_DEFAULTS", {})
+    monkeypatch.setattr(C, "MODEL_CHOICES", {})
+    monkeypatch.setattr(C, "_ensure_models_registered", lambda: None)
+    C.register_model_defaults("mlp", {})
+    C.register_model_defaults(
+        "mmoe", {"num_experts": 4, "gate_units": [], "gate": "softmax"}, choices={"gate": ["softmax", "sigmoid"]}
+    )
+    C.register_model_defaults("ple", {"num_layers": 2, "num_shared_experts": 1, "scale": 0.5})
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def test_defaults_resolve_and_are_not_mutated() -> None:
+    before = copy.deepcopy(C.DEFAULTS)
+    cfg = load_config(None)
+    assert cfg == {**before, "model": {**before["model"]}}  # the fake 'mlp' adds no keys
+    cfg["block"]["hidden_units"].append(1)
+    cfg["train"]["lr"] = 5.0
+    assert C.DEFAULTS == before
+    assert load_config(None)["block"]["hidden_units"] == [400, 400, 400]
+
+
+def test_base_is_used_and_not_mutated() -> None:
+    base = {"train": {"lr": 0.5}, "model": {"name": "mmoe", "num_experts": 8}}
+    snapshot = copy.deepcopy(base)
+    cfg = load_config(None, ["train.epochs=3"], base=base)
+    assert base == snapshot
+    assert cfg["train"]["lr"] == 0.5 and cfg["train"]["epochs"] == 3
+    assert cfg["model"]["num_experts"] == 8 and cfg["train"]["batch_size"] == 4096
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("train.lr=1e-3", "train.lr", 1e-3),
+        ("train.lr=1E-5", "train.lr", 1e-5),
+        ("data.simulator.x=-2.5e+3", "data.simulator", {"x": -2500.0}),
+        ("train.lr=.5e-2", "train.lr", 0.005),
+        ("train.batch_size=128", "train.batch_size", 128),
+        ("block.hidden_units=[400,400]", "block.hidden_units", [400, 400]),
+        ("block.hidden_units=[]", "block.hidden_units", []),
+        ("block.batch_norm=false", "block.batch_norm", False),
+        ("train.progress=true", "train.progress", True),
+        ("train.gauc_field=user_id", "train.gauc_field", "user_id"),
+        ("train.gauc_field=null", "train.gauc_field", None),
+        ("tasks=[ctr,cvr]", "tasks", ["ctr", "cvr"]),
+        ("train.device=cuda:1", "train.device", "cuda:1"),
+        ("train.monitor=ctr.auc:1,cvr.auc:2", "train.monitor", "ctr.auc:1,cvr.auc:2"),
+        ("data.root=/tmp/x=y", "data.root", "/tmp/x=y"),
+        ("data.simulator.num_users=100", "data.simulator", {"num_users": 100}),
+        ("model.task_weights={ctr: 1, cvr: 2}", "model.task_weights", {"ctr": 1.0, "cvr": 2.0}),
+    ],
+)
+def test_override_values_are_parsed(override: str, key: str, expected: object) -> None:
+    value = get(load_config(None, [override]), key)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_overrides_apply_in_order() -> None:
+    cfg = load_config(None, ["train.epochs=3", "train.epochs=5"])
+    assert cfg["train"]["epochs"] == 5
+
+
+def test_shorthand_sets_selector_key() -> None:
+    cfg = load_config(None, ["model=mmoe", "tower=final", "expert=final", "block=final"])
+    assert cfg["model"]["name"] == "mmoe"
+    assert cfg["model"]["num_experts"] == 4  # the chosen model's defaults are filled in
+    assert cfg["tower"]["kind"] == "final" and cfg["tower"]["hidden_units"] == [256, 128]
+    assert cfg["expert"]["kind"] == "final" and cfg["block"]["kind"] == "final"
+
+
+def test_dict_override_merges_into_section() -> None:
+    cfg = load_config(None, ["tower={kind: final, num_steps: 3}"])
+    assert cfg["tower"]["kind"] == "final" and cfg["tower"]["num_steps"] == 3
+    assert cfg["tower"]["dropout"] == 0.1
+
+
+@pytest.mark.parametrize("bad", ["train.lr", "model", "=3", "train..lr=1"])
+def test_malformed_override(bad: str) -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, [bad])
+
+
+def test_override_into_scalar_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(None, ["train.lr.x=1"])
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_unknown_key_in_override_names_key_and_suggestion() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lr_rate=0.1"])
+    assert "'train.lr_rate'" in str(err.value) and "did you mean 'train.lr'" in str(err.value)
+
+
+def test_unknown_key_in_yaml_names_key_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "block:\n  hiden_units: [1]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "'block.hiden_units'" in str(err.value)
+    assert "did you mean 'block.hidden_units'" in str(err.value)
+
+
+def test_unknown_section_suggests_section_key() -> None:
+    with pytest.raises(ConfigError, match=r"'trian\.lr'.*did you mean 'train\.lr'"):
+        load_config(None, ["trian.lr=0.1"])
+
+
+def test_all_errors_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lr=abc", "block.kind=fnal"])
+    assert "2 errors" in str(err.value)
+    assert "train.lr" in str(err.value) and "block.kind" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.lr=abc", r"'train\.lr' expects float.*'abc'"),
+        ("train.epochs=2.5", r"'train\.epochs' expects int.*2\.5"),
+        ("train.lr=true", r"'train\.lr' expects float.*True"),  # bool is not a number
+        ("train.epochs=true", r"'train\.epochs' expects int"),
+        ("train.progress=1", r"'train\.progress' expects bool"),
+        ("block.hidden_units=400", r"'block\.hidden_units' expects list of int"),
+        ("block.hidden_units=[400,a]", r"'block\.hidden_units' expects list of int"),
+        ("tower=[1]", r"'tower' expects mapping"),
+        ("tasks=ctr", r"'tasks' expects list of str"),
+        ("model.task_weights.ctr=high", r"'model\.task_weights\.ctr' expects float"),
+    ],
+)
+def test_wrong_type(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, [override])
+
+
+def test_int_is_coerced_to_float() -> None:
+    cfg = load_config(None, ["train.lr=1", "block.dropout=0"])
+    assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
+    assert isinstance(cfg["block"]["dropout"], float)
+
+
+def test_bad_choice_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["block.kind=fnal"])
+    msg = str(err.value)
+    assert "'block.kind'" in msg and "['mlp', 'final']" in msg and "did you mean 'final'" in msg
+    with pytest.raises(ConfigError, match=r"\['adam', 'adamw', 'sgd'\]"):
+        load_config(None, ["train.optimizer=rmsprop"])
+
+
+def test_bounds() -> None:
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' must lie in"):
+        load_config(None, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"'block\.hidden_units' must lie in"):
+        load_config(None, ["block.hidden_units=[8,0]"])
+
+
+def test_none_default_keys_accept_null_and_free_form_dicts() -> None:
+    cfg = load_config(None, ["data.simulator={n: 5, nested: {a: [1, 2]}}", "tasks=null"])
+    assert cfg["data"]["simulator"] == {"n": 5, "nested": {"a": [1, 2]}}
+    assert cfg["tasks"] is None
+
+
+# ----------------------------------------------------------------------------- model defaults
+
+
+def test_model_defaults_filled_and_overridable(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "model:\n  name: ple\n  num_layers: 3\n")
+    cfg = load_config(path, ["model.scale=1"])
+    assert cfg["model"]["num_layers"] == 3 and cfg["model"]["num_shared_experts"] == 1
+    assert cfg["model"]["scale"] == 1.0 and isinstance(cfg["model"]["scale"], float)
+    assert cfg["model"]["embedding_dim"] == 10 and "num_experts" not in cfg["model"]
+
+
+def test_unknown_model_key_rejected_with_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"'model\.num_expert'.*did you mean 'model\.num_experts'"):
+        load_config(None, ["model=mmoe", "model.num_expert=8"])
+
+
+def test_key_of_another_model_names_its_owner() -> None:
+    with pytest.raises(ConfigError, match=r"'model\.num_experts'.*'mmoe'"):
+        load_config(None, ["model=ple", "model.num_experts=8"])
+
+
+def test_model_choices() -> None:
+    assert load_config(None, ["model=mmoe", "model.gate=sigmoid"])["model"]["gate"] == "sigmoid"
+    with pytest.raises(ConfigError, match=r"'model\.gate' must be one of \['softmax', 'sigmoid'\]"):
+        load_config(None, ["model=mmoe", "model.gate=relu"])
+
+
+def test_unknown_model_name_lists_registered_closest_first() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model=mmeo", "model.num_experts=2"])
+    msg = str(err.value)
+    assert "unknown model 'mmeo'" in msg and "['mmoe'," in msg
+    assert "'mlp'" in msg and "'ple'" in msg
+    assert "num_experts" not in msg  # keys of an unknown model are not reported on top
+
+
+def test_register_rejects_common_keys() -> None:
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        C.register_model_defaults("bad", {"embedding_dim": 4})
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_yaml_scientific_floats_and_shorthand(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "train:\n  lr: 1e-3\n  min_lr: 1E-7\nmodel: mmoe\ntower: final\n")
+    cfg = load_config(path)
+    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["min_lr"] == 1e-7
+    assert cfg["model"]["name"] == "mmoe" and cfg["tower"]["kind"] == "final"
+
+
+def test_include_chain(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "bench").mkdir()
+    write(tmp_path / "common.yaml", "seed: 1\ntrain:\n  epochs: 7\n  lr: 0.01\n")
+    write(
+        tmp_path / "data" / "base.yaml",
+        "include: ../common.yaml\ndata:\n  root: /data/x\ntrain:\n  lr: 0.02\n  batch_size: 64\n",
+    )
+    write(tmp_path / "extra.yaml", "block:\n  dropout: 0.3\n")
+    path = write(
+        tmp_path / "bench" / "run.yaml",
+        "include: [../data/base.yaml, ../extra.yaml]\ntrain:\n  batch_size: 32\n",
+    )
+    cfg = load_config(path, ["seed=5"])
+    assert cfg["seed"] == 5
+    assert cfg["train"]["epochs"] == 7  # from the grand-parent
+    assert cfg["train"]["lr"] == 0.02  # the includer wins over what it includes
+    assert cfg["train"]["batch_size"] == 32
+    assert cfg["data"]["root"] == "/data/x" and cfg["block"]["dropout"] == 0.3
+    assert "include" not in cfg
+
+
+def test_include_cycle_and_missing_file(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "include: b.yaml\n")
+    write(tmp_path / "b.yaml", "include: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    write(tmp_path / "list.yaml", "- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_dump_load_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            "model=mmoe",
+            "model.gate_units=[64, 32]",
+            "model.task_weights={ctr: 1, cvr: 0.5}",
+            "train.lr=1e-5",
+            "train.min_lr=1e-12",
+            "train.monitor='1e-3'",  # a string that looks like a float must stay a string
+            "tasks=[ctr, cvr]",
+            "data.simulator={num_users: 10, probs: [0.1, 2.5e-4]}",
+            "block.hidden_units=[]",
+        ],
+    )
+    assert cfg["train"]["monitor"] == "1e-3"
+    path = dump_config(cfg, tmp_path / "out" / "config.yaml")
+    text = path.read_text()
+    assert "hidden_units: [256, 128]" in text  # readable: scalar lists inline, sections in blocks
+    assert load_config(path) == cfg
+    assert config_hash(load_config(path)) == config_hash(cfg)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_get_and_hash() -> None:
+    cfg = load_config(None)
+    assert get(cfg, "train.lr") == 0.001 and get(cfg, "block") is cfg["block"]
+    assert get(cfg, "train.nope", None) is None
+    with pytest.raises(KeyError):
+        get(cfg, "train.nope")
+    h = config_hash(cfg)
+    assert len(h) == 64 and h == config_hash(copy.deepcopy(cfg))
+    assert h != config_hash(load_config(None, ["seed=1"]))

@@ -1,0 +1,83 @@
+"""Seconds per warm epoch (train + valid evaluation) of a benchmark config, with peak RSS.
+
+    python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2
+
+Builds (or reuses) the encoded data cache, runs one warm-up epoch, then times `--epochs` epochs of
+training followed by a full valid evaluation each, exactly as the Trainer does them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from mtl_final.config import load_config
+from mtl_final.data.batches import BatchLoader
+from mtl_final.data.store import EncodedStore
+from mtl_final.models import build_model
+from mtl_final.train.run import resolve_dataset, seed_everything
+from mtl_final.train.trainer import Trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one epoch")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, ["train.progress=false", "train.tensorboard=false", *args.overrides])
+    seed_everything(cfg["seed"])
+    schema, root = resolve_dataset(cfg)
+    if cfg["tasks"]:
+        schema = schema.select_tasks(cfg["tasks"])
+    store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"], log=lambda s: None)
+    labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
+    train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
+    model = build_model(cfg, store.feature_spec, list(schema.tasks))
+    trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None)
+    loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"])
+
+    def epoch(e: int) -> None:
+        loader.set_epoch(e)
+        trainer.model.train()
+        for batch in loader:
+            out = trainer.model(batch)
+            loss, _ = trainer.model.loss(out, batch)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg["train"]["grad_clip_norm"], foreach=True)
+            trainer.optimizer.step()
+        trainer.evaluate(valid)
+
+    epoch(0)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            epoch(99)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    times = []
+    for e in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        epoch(e)
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    result = {
+        "config": args.config, "threads": args.threads, "seconds_per_epoch": round(best, 3),
+        "all_epochs_s": [round(t, 3) for t in times],
+        "train_rows": int(train.cat.shape[0]), "valid_rows": int(valid.cat.shape[0]),
+        "train_samples_per_s": round(train.cat.shape[0] / best),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

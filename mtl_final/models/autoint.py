@@ -1,0 +1,55 @@
+"""AutoInt (Song et al., CIKM 2019): stacked multi-head self-attention over fields; with
+use_deep=true it is AutoInt+ (a deep block's logit added)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch
+from mtl_final.models.base import RankingModel
+from mtl_final.models.registry import register_model
+from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.self_attention import MultiHeadSelfAttention
+
+
+@register_model("autoint")
+class AutoInt(RankingModel):
+    """Field embeddings [batch, F, D] → attention_layers × MultiHeadSelfAttention
+    (num_heads heads of width attention_dim, residual projection, ReLU) → flatten
+    [batch, F·H·d'] → Linear → logit. use_deep: + Linear(block(flattened embeddings)) (AutoInt+),
+    block from cfg.block ('final' gives AutoInt+FINAL)."""
+
+    DEFAULTS = {
+        "attention_layers": 3,
+        "num_heads": 2,
+        "attention_dim": 40,  # per head
+        "use_residual": True,
+        "use_scale": False,  # the paper's attention is unscaled
+        "use_deep": False,
+    }
+
+    def __init__(self, features, tasks, cfg) -> None:
+        super().__init__(features, tasks, cfg)
+        m = cfg["model"]
+        if m["attention_layers"] < 1:
+            raise ValueError(f"model.attention_layers must be >= 1, got {m['attention_layers']}")
+        layers, dim = [], self.embedding_dim
+        for _ in range(m["attention_layers"]):
+            layer = MultiHeadSelfAttention(
+                dim, m["attention_dim"], m["num_heads"], use_residual=m["use_residual"], use_scale=m["use_scale"]
+            )
+            layers.append(layer)
+            dim = layer.output_dim
+        self.attention = nn.Sequential(*layers)
+        self.head = nn.Linear(features.num_fields * dim, 1)
+        self.block = self.block_head = None
+        if m["use_deep"]:
+            self.block = build_block_from_config(cfg["block"], features.num_fields * self.embedding_dim)
+            self.block_head = nn.Linear(self.block.output_dim, 1)
+
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        emb = self.embedding(batch)
+        logit = self.head(self.attention(emb).flatten(1))
+        if self.block is not None:
+            logit = logit + self.block_head(self.block(emb.flatten(1)))
+        return {self.task_names[0]: logit.squeeze(-1)}, {}

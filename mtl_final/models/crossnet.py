@@ -1,0 +1,28 @@
+"""CrossNet: DCN's cross network alone (explicit feature crosses only, no deep part)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch
+from mtl_final.models.base import RankingModel
+from mtl_final.models.registry import register_model
+from mtl_final.nn.cross import CrossNet
+
+
+@register_model("crossnet")
+class CrossNetModel(RankingModel):
+    """x_0 = flattened field embeddings [batch, F·D] → CrossNet (num_cross_layers layers of
+    x_{l+1} = x_0 (x_lᵀ w_l) + b_l + x_l) → Linear(F·D, 1) → logit."""
+
+    DEFAULTS = {"num_cross_layers": 3}
+
+    def __init__(self, features, tasks, cfg) -> None:
+        super().__init__(features, tasks, cfg)
+        flat_dim = features.num_fields * self.embedding_dim
+        self.cross = CrossNet(flat_dim, cfg["model"]["num_cross_layers"])
+        self.head = nn.Linear(flat_dim, 1)
+
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        logit = self.head(self.cross(self.flat_embedding(batch))).squeeze(-1)
+        return {self.task_names[0]: logit}, {}

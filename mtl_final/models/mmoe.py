@@ -1,0 +1,57 @@
+"""MMoE (Ma et al., KDD 2018): Multi-gate Mixture-of-Experts.
+
+    f_k(x) = Σ_e g_k(x)_e · expert_e(x),   g_k(x) = softmax(W_k x)
+    y_k    = tower_k(f_k(x))
+
+x is the flattened field embedding [batch, F·D]; every expert is built by the block factory from
+cfg.expert (so ``expert=final`` gives FINAL experts) and every tower is a ``Tower`` from cfg.tower.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch
+from mtl_final.models.base import RankingModel
+from mtl_final.models.registry import register_model
+from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.tower import Tower
+
+
+@register_model("mmoe")
+class MMoE(RankingModel):
+    """Model keys: num_experts (default 4).
+
+    After each forward, ``last_gates`` maps task name → gate weights [batch, num_experts]
+    (softmax, rows sum to 1; detached), expert order as in ``self.experts``.
+    Tasks ``on`` a parent get the base class's masked BCE.
+    """
+
+    MULTI_TASK = True
+    DEFAULTS = {"num_experts": 4}
+
+    def __init__(self, features, tasks, cfg) -> None:
+        super().__init__(features, tasks, cfg)
+        num_experts = int(cfg["model"]["num_experts"])
+        if num_experts < 1:
+            raise ValueError(f"model.num_experts must be >= 1, got {num_experts}")
+        in_dim = features.num_fields * self.embedding_dim
+        self.experts = nn.ModuleList(build_block_from_config(cfg["expert"], in_dim) for _ in range(num_experts))
+        expert_dim = self.experts[0].output_dim
+        self.gates = nn.ModuleDict({name: nn.Linear(in_dim, num_experts) for name in self.task_names})
+        self.towers = nn.ModuleDict({name: Tower(expert_dim, cfg["tower"]) for name in self.task_names})
+        self.last_gates: dict[str, torch.Tensor] = {}
+
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        x = self.flat_embedding(batch)
+        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, E, H]
+        logits, aux, gates = {}, {}, {}
+        for name, tower in self.towers.items():
+            g = torch.softmax(self.gates[name](x), dim=-1)  # [B, E]
+            gates[name] = g.detach()
+            mixed = torch.einsum("be,beh->bh", g, experts)
+            logits[name], kd = tower(mixed)
+            if kd is not None:
+                aux[f"kd/{name}"] = kd
+        self.last_gates = gates
+        return logits, aux

@@ -1,0 +1,58 @@
+"""Shared-Bottom: one embedding (and optional shared block) under one tower per task.
+
+This is the FINAL paper's online multi-task setting: ``tower=final`` swaps every MLP tower for a
+FINAL block, ``tower.dual=true`` gives each task two blocks (+ self-distillation with
+``tower.kd=true``, reported as aux loss ``kd/<task>``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch
+from mtl_final.models.base import RankingModel
+from mtl_final.models.registry import register_model
+from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.tower import Tower
+
+
+@register_model("shared_bottom")
+class SharedBottom(RankingModel):
+    """[batch, F·D] → shared block (optional) → Tower per task → logit per task.
+
+    Model keys:
+      shared_units: hidden units of the block shared by all tasks ([] = none: the towers read the
+        flattened embedding directly). The shared block is built from the ``tower`` section
+        (kind, activation, dropout, batch_norm and the FINAL options) with
+        ``hidden_units=shared_units``, so ``tower=final`` turns the whole deep part into FINAL
+        layers; the ``expert`` section is left to the mixture-of-experts models.
+
+    Tasks declared ``on: parent`` (cvr on ctr) get the base class's BCE masked to rows whose parent
+    label is 1; the base class also adds the entire-space product ('ctcvr') to the probabilities.
+    """
+
+    MULTI_TASK = True
+    DEFAULTS = {"shared_units": []}
+
+    def __init__(self, features, tasks, cfg) -> None:
+        super().__init__(features, tasks, cfg)
+        shared_units = list(cfg["model"]["shared_units"])
+        if not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in shared_units):
+            raise ValueError(f"model.shared_units must be a list of positive ints, got {shared_units!r}")
+        in_dim = features.num_fields * self.embedding_dim
+        self.shared = None
+        if shared_units:
+            self.shared = build_block_from_config(cfg["tower"], in_dim, hidden_units=shared_units)
+            in_dim = self.shared.output_dim
+        self.towers = nn.ModuleDict({name: Tower(in_dim, cfg["tower"]) for name in self.task_names})
+
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        h = self.flat_embedding(batch)
+        if self.shared is not None:
+            h = self.shared(h)
+        logits, aux = {}, {}
+        for name, tower in self.towers.items():
+            logits[name], kd = tower(h)
+            if kd is not None:
+                aux[f"kd/{name}"] = kd
+        return logits, aux

@@ -1,0 +1,360 @@
+"""Feature encoders fitted on the train split, streaming over chunks.
+
+Categorical: every value is a string; index 0 = padding (missing/empty cell),
+1..n = vocabulary (train values seen >= min_count times, most frequent first, ties
+by value), n + 1 = OOV (unseen or rare); ``vocab_size = n + 2``.
+
+Numeric: missing cells are filled with ``fill_na`` (0.0 when None), then
+normalised with train statistics (computed on the filled train values):
+"standard" (x - mean) / std, "minmax" (x - min) / (max - min), "log1p"
+sign(x) * log1p(|x|), or "none". A zero std or range divides by 1 instead.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import DataError
+from .features import FeatureSpec
+from .schema import DatasetSchema, FieldSpec
+
+ENCODERS_VERSION = 1
+NA_STRINGS = ("", "nan", "na", "n/a", "null", "none")
+
+
+def _string_values(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Values as strings and the [n] bool mask of missing cells (null or empty string)."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            # same text as the readers produce: arrow's cast (3.0 -> "3", True -> "1")
+            arr = pa.array(values.to_numpy(), from_pandas=True)
+            if pa.types.is_boolean(arr.type):
+                arr = pc.cast(arr, pa.int8())
+            values = pd.Series(pc.cast(arr, pa.string()).to_pandas(), index=values.index).astype("str")
+        else:
+            values = values.astype("str")
+    missing = (values.isna() | (values == "")).to_numpy(dtype=bool)
+    return values, missing
+
+
+def parse_numeric(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse raw cells to float64.
+
+    Returns (x [n] float64 with NaN at missing cells, missing [n] bool, bad [n] bool).
+    Missing: null, NaN, or a string in NA_STRINGS (case-insensitive, stripped).
+    Bad: a string that is not a number, or +-inf.
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        x = values.astype(np.float64, copy=True)
+        missing = np.isnan(x)
+        return x, missing, np.isinf(x)
+    s = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        x = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        missing = np.isnan(x)
+        return x, missing, np.isinf(x)
+    s = s.astype("str")
+    norm = s.str.strip().str.lower()
+    missing = (s.isna() | norm.isin(NA_STRINGS)).to_numpy(dtype=bool)
+    x = pd.to_numeric(s.where(~missing), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    bad = (np.isnan(x) & ~missing) | np.isinf(x)
+    return x, missing, bad
+
+
+class CategoricalEncoder:
+    """String value -> index. 0 = padding, 1..n = vocab, n + 1 = OOV."""
+
+    def __init__(self, name: str, min_count: int = 1) -> None:
+        self.name = name
+        self.min_count = int(min_count)
+        self._counts: pd.Series | None = None  # value -> train count, while fitting
+        self.vocab: list[str] | None = None
+        self.counts: list[int] | None = None  # train count of each vocab entry
+        self._index: pd.Index | None = None
+        self.n_missing = 0
+        self.n_oov = 0
+
+    # fitting
+    def partial_fit(self, values: pd.Series) -> "CategoricalEncoder":
+        """Add the value counts of one train chunk ([n] cells)."""
+        s, missing = _string_values(values)
+        vc = s[~missing].value_counts(sort=False)
+        if self._counts is None:
+            self._counts = vc
+        else:
+            self._counts = pd.concat([self._counts, vc]).groupby(level=0, sort=False).sum()
+        return self
+
+    def finalize(self) -> "CategoricalEncoder":
+        """Build the vocabulary from the accumulated counts."""
+        counts = self._counts if self._counts is not None else pd.Series([], dtype=np.int64)
+        table = pd.DataFrame({"value": counts.index.astype("str"), "count": counts.to_numpy(dtype=np.int64)})
+        table = table[table["count"] >= self.min_count]
+        table = table.sort_values(["count", "value"], ascending=[False, True], kind="stable")
+        self._set_vocab(table["value"].tolist(), table["count"].tolist())
+        self._counts = None
+        return self
+
+    def fit(self, values: pd.Series) -> "CategoricalEncoder":
+        """Fit on all train values at once ([n] cells)."""
+        self._counts = None
+        return self.partial_fit(values).finalize()
+
+    def _set_vocab(self, vocab: list[str], counts: list[int]) -> None:
+        self.vocab = [str(v) for v in vocab]
+        self.counts = [int(c) for c in counts]
+        self._index = pd.Index(self.vocab, dtype="str")
+        if not self._index.is_unique:
+            raise ValueError(f"field {self.name!r}: vocabulary has duplicate values")
+
+    # using
+    @property
+    def fitted(self) -> bool:
+        return self.vocab is not None
+
+    @property
+    def padding_index(self) -> int:
+        return 0
+
+    @property
+    def oov_index(self) -> int:
+        """Index of unseen / rare values: len(vocab) + 1."""
+        self._require_fitted()
+        return len(self.vocab) + 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of embedding rows: padding + vocabulary + OOV."""
+        self._require_fitted()
+        return len(self.vocab) + 2
+
+    def _require_fitted(self) -> None:
+        if self.vocab is None:
+            raise RuntimeError(f"categorical encoder {self.name!r} is not fitted")
+
+    def transform(self, values: pd.Series) -> np.ndarray:
+        """[n] cells -> [n] int32 indices; updates the missing / OOV counters."""
+        self._require_fitted()
+        s, missing = _string_values(values)
+        codes = self._index.get_indexer(s)
+        out = codes.astype(np.int32) + 1
+        oov = (codes < 0) & ~missing
+        out[oov] = self.oov_index
+        out[missing] = 0
+        self.n_missing += int(missing.sum())
+        self.n_oov += int(oov.sum())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {"name": self.name, "min_count": self.min_count, "vocab": list(self.vocab),
+                "counts": list(self.counts)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CategoricalEncoder":
+        enc = cls(d["name"], d["min_count"])
+        enc._set_vocab(d["vocab"], d["counts"])
+        return enc
+
+
+class NumericEncoder:
+    """Raw number -> filled, normalised float32, with streaming train statistics."""
+
+    def __init__(self, name: str, fill_na: float | None = None, norm: str = "none") -> None:
+        self.name = name
+        self.fill_na = None if fill_na is None else float(fill_na)
+        self.norm = norm
+        # streaming statistics of the filled train values (Chan et al. merge of mean / M2)
+        self.count = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self.std: float | None = None  # set by finalize
+        self.n_filled = 0
+
+    @property
+    def fill_value(self) -> float:
+        return 0.0 if self.fill_na is None else self.fill_na
+
+    @property
+    def fitted(self) -> bool:
+        return self.std is not None
+
+    def _parse(self, values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, missing, bad = parse_numeric(values)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raw = values.iloc[first] if isinstance(values, pd.Series) else values[first]
+            raise DataError(f"{int(bad.sum())} non-numeric or infinite value(s) in a numeric field.",
+                            column=self.name, value=raw,
+                            fix="clean the column, or declare the field as categorical in the schema.")
+        x[missing] = self.fill_value
+        return x, missing
+
+    def partial_fit(self, values: pd.Series | np.ndarray) -> "NumericEncoder":
+        """Merge the statistics of one train chunk ([n] cells) into the running ones."""
+        x, _ = self._parse(values)
+        n = x.size
+        if n == 0:
+            return self
+        mean_b = float(x.mean())
+        m2_b = float(((x - mean_b) ** 2).sum())
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.mean += delta * n / total
+        self._m2 += m2_b + delta * delta * self.count * n / total
+        self.count = total
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+        return self
+
+    def finalize(self) -> "NumericEncoder":
+        """Fix the statistics (population std)."""
+        if self.count == 0:
+            self.mean, self.min, self.max, self.std = 0.0, 0.0, 0.0, 0.0
+        else:
+            self.std = math.sqrt(max(self._m2 / self.count, 0.0))
+        return self
+
+    def fit(self, values: pd.Series | np.ndarray) -> "NumericEncoder":
+        """Fit on all train values at once ([n] cells)."""
+        self.count, self.mean, self._m2, self.min, self.max = 0, 0.0, 0.0, math.inf, -math.inf
+        return self.partial_fit(values).finalize()
+
+    def transform(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """[n] cells -> [n] float32; updates the filled-NaN counter."""
+        if not self.fitted:
+            raise RuntimeError(f"numeric encoder {self.name!r} is not fitted")
+        x, missing = self._parse(values)
+        self.n_filled += int(missing.sum())
+        if self.norm == "standard":
+            x = (x - self.mean) / (self.std if self.std > 0 else 1.0)
+        elif self.norm == "minmax":
+            span = self.max - self.min
+            x = (x - self.min) / (span if span > 0 else 1.0)
+        elif self.norm == "log1p":
+            x = np.sign(x) * np.log1p(np.abs(x))
+        return x.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.fitted:
+            raise RuntimeError(f"numeric encoder {self.name!r} is not fitted")
+        return {"name": self.name, "fill_na": self.fill_na, "norm": self.norm, "count": self.count,
+                "mean": self.mean, "std": self.std, "m2": self._m2, "min": self.min, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NumericEncoder":
+        enc = cls(d["name"], d["fill_na"], d["norm"])
+        enc.count, enc.mean, enc.std, enc._m2 = int(d["count"]), float(d["mean"]), float(d["std"]), float(d["m2"])
+        enc.min, enc.max = float(d["min"]), float(d["max"])
+        return enc
+
+
+class FeatureEncoders:
+    """All encoders of a schema's fields: categorical ones then numeric ones, in declaration order."""
+
+    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+        self.fields = tuple(fields)
+        self.categorical = [CategoricalEncoder(f.name, f.min_count) for f in self.fields if f.type == "categorical"]
+        self.numeric = [NumericEncoder(f.name, f.fill_na, f.norm) for f in self.fields if f.type == "numeric"]
+        self._fitted = False
+
+    @classmethod
+    def from_schema(cls, schema: DatasetSchema) -> "FeatureEncoders":
+        return cls(schema.fields)
+
+    @property
+    def columns(self) -> list[str]:
+        """Input columns the encoders read."""
+        return [e.name for e in self.categorical] + [e.name for e in self.numeric]
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    def partial_fit(self, df: pd.DataFrame) -> "FeatureEncoders":
+        """Accumulate one train chunk (a DataFrame holding at least ``columns``)."""
+        for enc in self.categorical:
+            enc.partial_fit(df[enc.name])
+        for enc in self.numeric:
+            enc.partial_fit(df[enc.name])
+        return self
+
+    def finalize(self) -> "FeatureEncoders":
+        for enc in self.categorical:
+            enc.finalize()
+        for enc in self.numeric:
+            enc.finalize()
+        self._fitted = True
+        return self
+
+    def fit(self, chunks: Iterable[pd.DataFrame]) -> "FeatureEncoders":
+        """Fit on a stream of train chunks; partial counts / statistics are merged per chunk."""
+        for df in chunks:
+            self.partial_fit(df)
+        return self.finalize()
+
+    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """DataFrame of n rows -> (cat [n, Fc] int32, num [n, Fn] float32)."""
+        if not self._fitted:
+            raise RuntimeError("FeatureEncoders.transform before fit")
+        n = len(df)
+        cat = np.empty((n, len(self.categorical)), dtype=np.int32)
+        for j, enc in enumerate(self.categorical):
+            cat[:, j] = enc.transform(df[enc.name])
+        num = np.empty((n, len(self.numeric)), dtype=np.float32)
+        for j, enc in enumerate(self.numeric):
+            num[:, j] = enc.transform(df[enc.name])
+        return cat, num
+
+    def feature_spec(self) -> FeatureSpec:
+        """FeatureSpec with each categorical field's vocab_size and the numeric field names."""
+        return FeatureSpec(categorical=tuple((e.name, e.vocab_size) for e in self.categorical),
+                           numeric=tuple(e.name for e in self.numeric))
+
+    # repair counters
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Repairs since the last reset: categorical {missing, oov}, numeric {filled_na}."""
+        out: dict[str, dict[str, int]] = {e.name: {"missing": e.n_missing, "oov": e.n_oov} for e in self.categorical}
+        out.update({e.name: {"filled_na": e.n_filled} for e in self.numeric})
+        return out
+
+    def reset_counters(self) -> None:
+        for e in self.categorical:
+            e.n_missing = e.n_oov = 0
+        for e in self.numeric:
+            e.n_filled = 0
+
+    # persistence
+    def to_dict(self) -> dict[str, Any]:
+        if not self._fitted:
+            raise RuntimeError("FeatureEncoders.to_dict before fit")
+        return {"version": ENCODERS_VERSION, "fields": [f.to_dict() for f in self.fields],
+                "categorical": [e.to_dict() for e in self.categorical],
+                "numeric": [e.to_dict() for e in self.numeric]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoders":
+        if d.get("version") != ENCODERS_VERSION:
+            raise ValueError(f"encoders version {d.get('version')!r} is not {ENCODERS_VERSION}")
+        out = cls([FieldSpec(**f) for f in d["fields"]])
+        out.categorical = [CategoricalEncoder.from_dict(e) for e in d["categorical"]]
+        out.numeric = [NumericEncoder.from_dict(e) for e in d["numeric"]]
+        out._fitted = True
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted encoders as JSON (floats round-trip exactly)."""
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureEncoders":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

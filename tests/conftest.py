@@ -1,0 +1,41 @@
+"""Shared test helpers.
+
+``shared_dataset(name)`` gives the folder of a real dataset under the shared
+datasets directory (env MTL_SHARED_DATASETS, default ``<repo>/../shared/datasets``).
+When it is absent the test is skipped, unless MTL_REQUIRE_SHARED=1, which makes it fail.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # the package is not installed in the test venv
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def shared_datasets_root() -> Path:
+    """Root folder of the shared (read-only) datasets."""
+    return Path(os.environ.get("MTL_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+
+
+def get_shared_dataset(name: str) -> Path:
+    """Folder of shared dataset ``name``; pytest.skip (or fail under MTL_REQUIRE_SHARED=1) if absent."""
+    path = shared_datasets_root() / name
+    if not path.is_dir():
+        reason = (f"shared dataset {name!r} not found at {path} "
+                  f"(set MTL_SHARED_DATASETS to the folder holding it)")
+        if os.environ.get("MTL_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{reason}; MTL_REQUIRE_SHARED=1 requires it")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_dataset() -> Callable[[str], Path]:
+    """Fixture form: ``def test_x(shared_dataset): root = shared_dataset("frappe_x1")``."""
+    return get_shared_dataset

@@ -1,0 +1,31 @@
+"""CIN: xDeepFM's Compressed Interaction Network alone (explicit interactions only, no deep part)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_final.data.features import Batch
+from mtl_final.models.base import RankingModel
+from mtl_final.models.registry import register_model
+from mtl_final.nn.cin import CompressedInteraction
+from mtl_final.nn.fm import LogisticRegression
+
+
+@register_model("cin")
+class CIN(RankingModel):
+    """logit = LR(x) + Linear(p+), p+ = sum-pooled CIN feature maps [batch, Σ cin_hidden_units].
+
+    Keys: cin_hidden_units (H_1..H_K, one CIN layer each). Shapes: [batch, F, D] → [batch].
+    """
+
+    DEFAULTS = {"cin_hidden_units": [16, 16, 16]}
+
+    def __init__(self, features, tasks, cfg) -> None:
+        super().__init__(features, tasks, cfg)
+        self.first_order = LogisticRegression(features)
+        self.cin = CompressedInteraction(features.num_fields, cfg["model"]["cin_hidden_units"])
+        self.cin_head = nn.Linear(self.cin.output_dim, 1)
+
+    def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        logit = self.first_order(batch) + self.cin_head(self.cin(self.embedding(batch))).squeeze(-1)
+        return {self.task_names[0]: logit}, {}

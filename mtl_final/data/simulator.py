@@ -30,6 +30,7 @@ evaluated over the entire impression space, unclicked rows included.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ GENERATOR_VERSION = "funnel-sim-1"
 BLOCK_ROWS = 1 << 15  # rows per RNG block; changing it changes the generated data
 TARGET_CTR = 0.05
 TARGET_CVR_GIVEN_CLICK = 0.15
-CALIBRATION_ROWS = 100_000
+CALIBRATION_ROWS = 50_000
 LOGIT_CLIP = 12.0  # keeps float32 probabilities strictly inside (0, 1)
 
 # (name, cardinality); values are the integers 0 .. cardinality - 1 (position: 1 .. 10)
@@ -232,15 +233,28 @@ def make_world(seed: int) -> World:
     return world
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_world(seed: int) -> World:
+    """make_world(seed), memoised for repeated generations in one process (never mutated)."""
+    return make_world(seed)
+
+
 def _solve_bias(z: np.ndarray, target: float, weights: np.ndarray | None = None) -> float:
-    """Bias b [scalar] with weighted mean of sigmoid(z [N] + b) == target (bisection)."""
-    wts = np.ones_like(z) if weights is None else weights
+    """Bias b [scalar] with weighted mean of sigmoid(z [N] + b) == target (safeguarded Newton)."""
+    wts = np.ones_like(z) if weights is None else np.asarray(weights, dtype=np.float64)
+    wts = wts / wts.sum()
     lo, hi = -30.0, 30.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        m = float(np.dot(_sigmoid(np.clip(z + mid, -LOGIT_CLIP, LOGIT_CLIP)), wts) / wts.sum())
-        lo, hi = (mid, hi) if m < target else (lo, mid)
-    return 0.5 * (lo + hi)
+    b = float(np.log(target / (1.0 - target)) - np.dot(z, wts))
+    for _ in range(100):
+        p = _sigmoid(np.clip(z + b, -LOGIT_CLIP, LOGIT_CLIP))
+        f = float(np.dot(p, wts)) - target
+        if abs(f) < 1e-10 * target:
+            break
+        lo, hi = (b, hi) if f < 0 else (lo, b)
+        slope = float(np.dot(p * (1.0 - p), wts))
+        step = b - f / slope if slope > 0 else 0.5 * (lo + hi)
+        b = step if lo < step < hi else 0.5 * (lo + hi)
+    return b
 
 
 def sample_features(world: World, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -434,7 +448,7 @@ def simulate_funnel(
     out.mkdir(parents=True, exist_ok=True)
     sizes = _split_sizes(n_rows, splits)
     bounds = np.cumsum((0,) + sizes)
-    world = make_world(seed)
+    world = _cached_world(int(seed))
     files = {s: f"{s}.{format}" for s in SPLIT_NAMES}
     writers = [_SplitWriter(out / files[s], format, chunk_rows) for s in SPLIT_NAMES]
     try:

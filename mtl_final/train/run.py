@@ -34,11 +34,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_simulator(cfg: Mapping[str, Any]) -> bool:
+    return cfg["data"]["simulator"] is not None and not cfg["data"]["root"]
+
+
 def resolve_dataset(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> tuple[DatasetSchema, Path]:
-    """The schema and data folder of a run: the built-in funnel simulator (data.simulator) or
-    data.schema + data.root."""
+    """The schema and data folder of a run: data.schema + data.root when data.root is set,
+    else the built-in funnel simulator (data.simulator)."""
     data = cfg["data"]
-    if data["simulator"] is not None:
+    if uses_simulator(cfg):
         from mtl_final.data.simulator import ensure_simulated
 
         root = ensure_simulated(data["cache_dir"], **data["simulator"])
@@ -102,7 +106,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "data_report": store.report,
     }
-    if cfg["data"]["simulator"] is not None:
+    if uses_simulator(cfg):
         metrics["test_entire_space"] = entire_space_metrics(trainer, splits["test"], root, schema, int(cfg["seed"]))
     _write_json(run_dir / "metrics.json", metrics)
     final = {f"test/{task}/{name}": float(v) for task, ms in metrics["test"].items()
@@ -121,9 +125,7 @@ def entire_space_metrics(trainer: Trainer, test: Any, root: Path, schema: Datase
     The counterfactual label "would convert if clicked" is drawn once per row from true_pcvr
     (seeded), so unclicked rows get a CVR label too; the oracle AUC of true_pcvr itself on
     that label bounds what any model can reach."""
-    from mtl_final.data.simulator import read_ground_truth
-
-    truth = read_ground_truth(root, "test")
+    truth = read_ground_truth(root / schema.files["test"])
     probs = trainer.predict(test)
     cvr_tasks = [t for t in schema.tasks if t.on]
     if not cvr_tasks:
@@ -138,6 +140,20 @@ def entire_space_metrics(trainer: Trainer, test: Any, root: Path, schema: Datase
         f"{name}_corr_true_pcvr": float(np.corrcoef(p, truth["true_pcvr"])[0, 1]),
         "rows": int(len(y)),
     }
+
+
+def read_ground_truth(path: Path) -> dict[str, np.ndarray]:
+    """The simulator's true_pctr / true_pcvr columns of one split file (CSV or Parquet)."""
+    columns = ["true_pctr", "true_pcvr"]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=columns)
+        return {c: table.column(c).to_numpy().astype(np.float64) for c in columns}
+    import pandas as pd
+
+    frame = pd.read_csv(path, usecols=columns)
+    return {c: frame[c].to_numpy(np.float64) for c in columns}
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mtl_final.nn.activations import build_activation
+from mtl_final.nn.dropout import Dropout
 
 
 class FactorizedInteraction(nn.Module):
@@ -89,7 +90,7 @@ class FinalBlock(nn.Module):
                 layers.append(nn.BatchNorm1d(units))
             layers.append(build_activation(activation))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             dim = units
         self.layers = nn.Sequential(*layers)
         self.output_dim = dim

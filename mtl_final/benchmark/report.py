@@ -1,0 +1,284 @@
+"""The markdown report of one dataset's benchmark: per-model mean ± std over seeds next to the
+paper's figure, a Welch t-test of FINAL(2B)+KD against the strongest baseline, and the commands.
+
+Everything after the ``<!-- notes -->`` marker line of an existing report is hand-written and is
+kept verbatim when the report is rewritten.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mtl_final.benchmark import paper_numbers
+from mtl_final.benchmark.runner import MODEL_IDS, csv_path, is_final_family, read_rows
+
+NOTES_MARKER = "<!-- notes -->"
+FLAG_THRESHOLD = 0.5  # AUC points ×100
+TTEST_MODEL = "FINAL_2B_KD"
+DEFAULT_NOTES = (
+    f"{NOTES_MARKER}\n## Notes\n\n"
+    "_Hand-written; everything below the notes marker is kept when the report is regenerated._\n"
+)
+
+
+@dataclass
+class ModelStats:
+    model: str
+    seeds: list[int]
+    test_auc: list[float]  # fractions, as in the CSV
+    test_logloss: list[float]
+    valid_auc: list[float]
+    best_epoch: list[int]
+    seconds: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def auc_mean(self) -> float:  # ×100
+        return statistics.fmean(self.test_auc) * 100
+
+
+def _mean_std(values: Sequence[float], scale: float = 1.0) -> tuple[float, float | None]:
+    scaled = [v * scale for v in values]
+    mean = statistics.fmean(scaled)
+    std = statistics.stdev(scaled) if len(scaled) >= 2 else None  # sample std (n - 1)
+    return mean, std
+
+
+def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    """``"mean ± std"`` (sample std) with ``digits`` decimals; std "–" for a single value."""
+    mean, std = _mean_std(values, scale)
+    return f"{mean:.{digits}f} ± " + ("–" if std is None else f"{std:.{digits}f}")
+
+
+def summarize(rows: Sequence[dict[str, Any]], log: Callable[[str], None] | None = None) -> dict[str, ModelStats]:
+    """Rows grouped per model in paper order (unknown ids after, alphabetically). A repeated
+    (model, seed) keeps its first row, like the runner's resume does."""
+    seen: set[tuple[str, int]] = set()
+    stats: dict[str, ModelStats] = {}
+    for r in rows:
+        key = (r["model"], r["seed"])
+        if key in seen:
+            if log:
+                log(f"warning: duplicate row for {key[0]} seed {key[1]} ignored")
+            continue
+        seen.add(key)
+        s = stats.setdefault(r["model"], ModelStats(r["model"], [], [], [], [], [], []))
+        s.seeds.append(r["seed"])
+        s.test_auc.append(r["test_auc"])
+        s.test_logloss.append(r["test_logloss"])
+        s.valid_auc.append(r["valid_auc"])
+        s.best_epoch.append(r["best_epoch"])
+        s.seconds.append(r["seconds"])
+    order = [m for m in MODEL_IDS if m in stats] + sorted(m for m in stats if m not in MODEL_IDS)
+    return {m: stats[m] for m in order}
+
+
+def welch_ttest(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Welch's t-test of a against b (scipy.stats.ttest_ind, equal_var=False): t, Welch–Satterthwaite
+    df, two-sided p and one-sided p for mean(a) > mean(b)."""
+    from scipy import stats as sps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero variances give nan, reported as such
+        two = sps.ttest_ind(a, b, equal_var=False)
+        greater = sps.ttest_ind(a, b, equal_var=False, alternative="greater")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    denom = va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)
+    df = (va + vb) ** 2 / denom if denom > 0 else float("nan")
+    return {"t": float(two.statistic), "df": df, "p_two_sided": float(two.pvalue),
+            "p_greater": float(greater.pvalue)}
+
+
+def _fmt(x: float, digits: int) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def best_baseline(stats: dict[str, ModelStats]) -> ModelStats | None:
+    """The non-FINAL model with the highest mean test AUC (ties: paper order)."""
+    base = [s for s in stats.values() if not is_final_family(s.model)]
+    return max(base, key=lambda s: s.auc_mean) if base else None
+
+
+def _table(dataset: str, stats: dict[str, ModelStats]) -> list[str]:
+    lines = [
+        "| model | n | seeds | test AUC ×100 | test logloss | valid AUC ×100 | paper AUC ×100 "
+        "| ours − paper | flag | best epoch | train s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|:---:|---:|---:|",
+    ]
+    for s in stats.values():
+        paper = paper_numbers.paper_auc(dataset, s.model)
+        if paper is None:
+            paper_txt, diff_txt, flag = "–", "–", ""
+        else:
+            diff = s.auc_mean - paper[0]
+            paper_txt = f"{paper[0]:.2f} ({paper[1]})"
+            diff_txt = f"{diff:+.3f}"
+            flag = f"⚠ >{FLAG_THRESHOLD}" if abs(diff) > FLAG_THRESHOLD else ""
+        lines.append(
+            f"| {s.model} | {s.n} | {','.join(map(str, s.seeds))} "
+            f"| {format_mean_std(s.test_auc, 100, 3)} | {format_mean_std(s.test_logloss, 1, 4)} "
+            f"| {format_mean_std(s.valid_auc, 100, 3)} | {paper_txt} | {diff_txt} | {flag} "
+            f"| {statistics.fmean(s.best_epoch):.1f} | {statistics.fmean(s.seconds):.1f} |"
+        )
+    return lines
+
+
+def _significance(stats: dict[str, ModelStats]) -> list[str]:
+    lines = ["## Significance: FINAL(2B)+KD vs. the best baseline", ""]
+    final = stats.get(TTEST_MODEL)
+    base = best_baseline(stats)
+    head = ("Welch t-test (scipy.stats.ttest_ind, equal_var=False) of "
+            f"{TTEST_MODEL}'s test AUCs against the best non-FINAL baseline by mean test AUC")
+    if final is None or base is None:
+        missing = TTEST_MODEL if final is None else "any non-FINAL baseline"
+        return lines + [f"{head}: not possible, no results for {missing}."]
+    head += f", {base.model} ({base.auc_mean:.3f}, n={base.n})"
+    if final.n < 2 or base.n < 2:
+        return lines + [f"{head}: not enough seeds ({TTEST_MODEL} n={final.n}, {base.model} n={base.n}; "
+                        "need ≥ 2 each)."]
+    res = welch_ttest(final.test_auc, base.test_auc)
+    lines += [
+        f"{head}:",
+        "",
+        f"t = {_fmt(res['t'], 6)}, df = {_fmt(res['df'], 2)}, p (two-sided) = {_fmt(res['p_two_sided'], 4)}, "
+        f"p (one-sided, {TTEST_MODEL} > {base.model}) = {_fmt(res['p_greater'], 4)}.",
+        "",
+        f"Significant at p < 0.05 (one-sided, as the paper claims): "
+        f"{'yes' if res['p_greater'] < 0.05 else 'no'}.",
+    ]
+    return lines
+
+
+def _family_line(stats: dict[str, ModelStats]) -> list[str]:
+    lines = ["## FINAL family vs. the strongest baseline", ""]
+    base = best_baseline(stats)
+    family = [s for s in stats.values() if is_final_family(s.model)]
+    if base is None or not family:
+        return lines + ["Not decidable yet: needs results of at least one baseline and one FINAL-family model."]
+    best = max(family, key=lambda s: s.auc_mean)
+    above = [s for s in family if s.auc_mean > base.auc_mean]
+    verdict = "yes" if above else "no"
+    detail = ", ".join(f"{s.model} {s.auc_mean:.3f} ({s.auc_mean - base.auc_mean:+.3f})" for s in family)
+    return lines + [
+        f"Strongest baseline: {base.model}, mean test AUC ×100 {base.auc_mean:.3f}. "
+        f"Does the FINAL family beat it? **{verdict}** — best FINAL-family model {best.model} "
+        f"{best.auc_mean:.3f} ({best.auc_mean - base.auc_mean:+.3f}); "
+        f"{len(above)} of {len(family)} FINAL-family models above it: {detail}."
+    ]
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def commands_path(out_dir: str | Path, dataset: str) -> Path:
+    return Path(out_dir) / f"{dataset}.commands"
+
+
+def _git_revision() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def log_command(out_dir: str | Path, dataset: str, command: str) -> None:
+    """Append a benchmark invocation (time, cwd, git revision, command line) to the commands log."""
+    path = commands_path(out_dir, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = [time.strftime("%Y-%m-%d %H:%M:%S"), os.getcwd(), _git_revision(), command]
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n")
+
+
+def read_commands(out_dir: str | Path, dataset: str) -> list[list[str]]:
+    path = commands_path(out_dir, dataset)
+    if not path.is_file():
+        return []
+    return [line.split("\t", 3) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.count("\t") >= 3]
+
+
+def _commands(out_dir: str | Path, dataset: str, current: str | None) -> list[str]:
+    lines = ["## Commands", ""]
+    logged = read_commands(out_dir, dataset)
+    if logged:
+        lines += ["Benchmark runs that wrote the CSV (oldest first):", "", "```"]
+        for stamp, cwd, rev, cmd in logged:
+            lines += [f"# {stamp}  cwd {cwd}  git {rev}", cmd]
+        lines += ["```"]
+    else:
+        lines += ["No benchmark run logged in " f"`{commands_path(out_dir, dataset)}`."]
+    if current:
+        lines += ["", f"This report was written by: `{current}`"]
+    return lines
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def render_report(dataset: str, rows: Sequence[dict[str, Any]], out_dir: str | Path = "results",
+                  command: str | None = None, log: Callable[[str], None] | None = None) -> str:
+    """The generated part of the report (everything above the notes marker)."""
+    stats = summarize(rows, log)
+    src = csv_path(out_dir, dataset)
+    lines = [
+        f"# Benchmark {dataset}",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `mtl_final.benchmark` from `{src}` "
+        f"({sum(s.n for s in stats.values())} runs).",
+        "Test AUC ×100 and logloss: mean ± sample std over seeds (the model's best-validation-AUC "
+        "checkpoint). Paper: FINAL (SIGIR 2023) Table 1 / Table 2 figure for this dataset. "
+        f"ours − paper in AUC points ×100; ⚠ when |ours − paper| > {FLAG_THRESHOLD}.",
+        "",
+    ]
+    if stats:
+        lines += _table(dataset, stats)
+    else:
+        lines += ["No results yet."]
+    missing = [m for m in MODEL_IDS if m not in stats]
+    if missing and stats:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    bars = paper_numbers.BARS_FINAL.get(dataset)
+    if bars:
+        lines += ["", "Public BARS runs of the best FINAL configs (seed 2021, test AUC ×100 / logloss): "
+                  + "; ".join(f"{m} {a * 100:.4f} / {ll:.6f}" for m, (a, ll) in bars.items()) + "."]
+    lines += [""] + _significance(stats) + [""] + _family_line(stats) + [""]
+    lines += _commands(out_dir, dataset, command) + [""]
+    return "\n".join(lines)
+
+
+def report_path(out_dir: str | Path, dataset: str) -> Path:
+    return Path(out_dir) / f"{dataset}.md"
+
+
+def write_report(dataset: str, out_dir: str | Path = "results", command: str | None = None,
+                 log: Callable[[str], None] | None = print) -> Path:
+    """(Re)write ``<out_dir>/<dataset>.md`` from the CSV, keeping the notes below the marker."""
+    path = report_path(out_dir, dataset)
+    rows = read_rows(csv_path(out_dir, dataset), log)
+    notes = DEFAULT_NOTES
+    if path.is_file():
+        old = path.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    text = render_report(dataset, rows, out_dir, command, log) + "\n" + notes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,59 @@
+"""Dropout with a cheaper CPU mask.
+
+PyTorch's CPU dropout draws one Mersenne-Twister number per element (bernoulli_), which made
+dropout the single most expensive op of a FINAL epoch on CPU (~13 ms per [4096, 400] tensor,
+more than the matmul). Here one 64-bit draw yields four 15-bit uniforms, cutting the mask cost
+about 4x. The drop probability is quantised to k/32768 (|error| < 1.6e-5). On CUDA the native
+fused kernel is used.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LEVELS = 1 << 15
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask of `shape`, True with probability 1 - round(p·32768)/32768."""
+    numel = 1
+    for size in shape:
+        numel *= size
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_()
+    uniform15 = words.view(torch.int16)[:numel].view(shape) & (_LEVELS - 1)  # random_ leaves bit 63 zero
+    return uniform15 >= round(p * _LEVELS)
+
+
+class _MaskedScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return torch.where(mask, x, 0.0).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, drop-in for nn.Dropout: [*] → [*]; identity in eval mode."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = 1.0 - round(self.p * _LEVELS) / _LEVELS
+        return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

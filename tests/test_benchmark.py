@@ -1,0 +1,344 @@
+"""Tests of the paper-reproduction benchmark: the 80 benchmark configs, the runner (cells, resume,
+CSV, failures) on a tiny dataset, and the markdown report (statistics, paper column, Welch t-test)."""
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from mtl_final.benchmark import paper_numbers, report, runner
+from mtl_final.benchmark.__main__ import main
+from mtl_final.config import load_config
+from mtl_final.models import build_model
+from tests.model_fixtures import tasks, tiny_batch, tiny_features
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs" / "benchmarks"
+DATASETS = ("frappe_x1", "movielenslatest_x1", "criteo_x1", "avazu_x1")
+EMB_REG = {"frappe_x1": 0.1, "movielenslatest_x1": 0.01, "criteo_x1": 1e-5, "avazu_x1": 0.05}
+# paper_notes §4: block 1 (units, dropout), block 2 (units, dropout), field gate
+FINAL_1B = {
+    "frappe_x1": ([400, 400], 0.2, False),
+    "movielenslatest_x1": ([400], 0.1, False),
+    "criteo_x1": ([1000, 1000], 0.2, True),
+    "avazu_x1": ([400, 400, 400], 0.2, False),
+}
+FINAL_2B = {
+    "frappe_x1": ([400, 400], 0.1, [400], 0.1),
+    "movielenslatest_x1": ([400, 400], 0.0, [500], 0.0),
+    "criteo_x1": ([400, 400], 0.1, [400, 400], 0.0),
+    "avazu_x1": ([800], 0.3, [800, 800], 0.2),
+}
+MODEL_NAME = {
+    "LR": "lr", "FM": "fm", "AFM": "afm", "CrossNet": "crossnet", "CrossNetV2": "crossnetv2", "CIN": "cin",
+    "DCN": "dcn", "DCNV2": "dcnv2", "DeepFM": "deepfm", "AutoInt": "autoint", "xDeepFM": "xdeepfm",
+    "SAM": "sam", "MLP": "mlp", "FINAL_1B": "final", "FINAL_dual": "final", "FINAL_2B_KD": "final",
+    "MLP_FINAL": "mlp", "DeepFM_FINAL": "deepfm", "xDeepFM_FINAL": "xdeepfm", "DCN_FINAL": "dcn",
+}
+DEEP_BASELINES = ("DCN", "DCNV2", "DeepFM", "AutoInt", "xDeepFM", "MLP")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is ~40x faster than two on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------ the 80 configs
+
+
+def test_model_ids_are_the_twenty_in_paper_order() -> None:
+    assert list(runner.MODEL_IDS) == list(MODEL_NAME)
+    assert len(runner.MODEL_IDS) == 20
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("model_id", runner.MODEL_IDS)
+def test_every_benchmark_config_loads(dataset: str, model_id: str) -> None:
+    path = CONFIGS / dataset / f"{model_id.lower()}.yaml"
+    cfg = load_config(path)
+    m, b, t = cfg["model"], cfg["block"], cfg["train"]
+    assert m["name"] == MODEL_NAME[model_id]
+    # shared settings (paper_notes §3/§4)
+    assert m["embedding_dim"] == 10 and m["embedding_regularizer"] == EMB_REG[dataset]
+    assert (t["batch_size"], t["lr"], t["epochs"], t["patience"], t["monitor"]) == (4096, 1e-3, 100, 2, "ctr.auc")
+    assert cfg["data"]["schema"] == f"configs/datasets/{dataset}.yaml"
+    assert cfg["data"]["root"] == f"../shared/datasets/{dataset}"
+    assert cfg["tasks"] == ["ctr"]
+    if model_id in DEEP_BASELINES:
+        assert (b["kind"], b["hidden_units"]) == ("mlp", [400, 400, 400])
+    if model_id.endswith("_FINAL"):  # Table 2 drop-in: the baseline's file with a FINAL block, K = N = 2
+        base = load_config(CONFIGS / dataset / f"{model_id[:-len('_FINAL')].lower()}.yaml")
+        assert (b["kind"], b["hidden_units"], b["num_steps"]) == ("final", [400, 400], 2)
+        assert {k: v for k, v in b.items() if k not in ("kind", "hidden_units")} == \
+               {k: v for k, v in base["block"].items() if k not in ("kind", "hidden_units")}
+        assert m == base["model"]
+    if model_id == "AutoInt":
+        assert m["use_deep"] is True  # the paper's AutoInt is AutoInt+
+    if model_id == "FINAL_1B":
+        units, drop, gate = FINAL_1B[dataset]
+        assert (m["num_blocks"], m["kd"], m["field_gate"]) == (1, False, gate)
+        assert (b["kind"], b["hidden_units"], b["dropout"], b["num_steps"]) == ("final", units, drop, 2)
+    if model_id in ("FINAL_2B_KD", "FINAL_dual"):
+        u1, d1, u2, d2 = FINAL_2B[dataset]
+        assert (m["num_blocks"], m["kd"], m["field_gate"]) == (2, model_id == "FINAL_2B_KD", True)
+        assert (b["kind"], b["hidden_units"], b["dropout"], b["num_steps"]) == ("final", u1, d1, 2)
+        assert m["block2"] == {"hidden_units": u2, "dropout": d2}
+    if model_id == "FINAL_dual":
+        kd = load_config(CONFIGS / dataset / "final_2b_kd.yaml")
+        assert cfg == {**kd, "model": {**kd["model"], "kd": False}}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_benchmark_model_builds_and_trains_a_step(dataset: str) -> None:
+    torch.manual_seed(0)
+    for model_id in runner.MODEL_IDS:
+        cfg = load_config(CONFIGS / dataset / f"{model_id.lower()}.yaml")
+        model = build_model(cfg, tiny_features(), tasks("ctr"))
+        model.train()
+        loss, _ = model.loss(model(tiny_batch(16)), tiny_batch(16))
+        loss.backward()
+        assert torch.isfinite(loss), model_id
+
+
+# ------------------------------------------------------------------------ tiny dataset + configs
+
+
+def _write_split(path: Path, n: int, rng: np.random.Generator) -> None:
+    a, b, c = rng.integers(1, 6, n), rng.integers(1, 9, n), rng.integers(1, 4, n)
+    label = (rng.random(n) < 1 / (1 + np.exp(-(a - 3) * 0.8))).astype(int)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["label", "f1", "f2", "f3"])
+        w.writerows(zip(label, a, b, c))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 200), ("valid", 80), ("test", 80)):
+        _write_split(data / f"{split}.csv", n, rng)
+    schema = tmp_path / "tiny_schema.yaml"
+    schema.write_text(
+        "name: tiny\nfiles: {train: train.csv, valid: valid.csv, test: test.csv}\n"
+        "fields:\n  - {name: f1, type: categorical}\n  - {name: f2, type: categorical}\n"
+        "  - {name: f3, type: categorical}\ntasks:\n  - {name: ctr, label: label}\n"
+    )
+    configs = tmp_path / "configs"
+    (configs / "tiny").mkdir(parents=True)
+    (configs / "tiny" / "base.yaml").write_text(
+        f"tasks: [ctr]\n"
+        f"data: {{schema: {schema}, root: {tmp_path / 'no_such_folder'}, cache_dir: {tmp_path / 'cache'}}}\n"
+        "model: {embedding_dim: 4, embedding_regularizer: 0.01}\n"
+        "train: {epochs: 1, batch_size: 64, tensorboard: false, monitor: ctr.auc, num_threads: 1, device: cpu}\n"
+    )
+    (configs / "tiny" / "lr.yaml").write_text("include: base.yaml\nmodel: {name: lr}\n")
+    (configs / "tiny" / "mlp.yaml").write_text(
+        "include: base.yaml\nmodel: {name: mlp}\nblock: {hidden_units: [8], dropout: 0.0}\n")
+    return {"data": data, "configs": configs, "out": tmp_path / "results", "runs": tmp_path / "runs"}
+
+
+def _argv(t: dict[str, Path], models: str = "LR,MLP", seeds: str = "1,2") -> list[str]:
+    # data.root in base.yaml points nowhere: the override must reach every run
+    return ["--dataset", "tiny", "--models", models, "--seeds", seeds, "--out", str(t["out"]),
+            "--runs-dir", str(t["runs"]), "--configs", str(t["configs"]), f"data.root={t['data']}"]
+
+
+def _fake_metrics(auc: float = 0.75) -> dict:
+    ms = {"ctr": {"auc": auc, "logloss": 0.5, "rows": 80}}
+    return {"valid": ms, "test": ms, "best_epoch": 1, "train_seconds": 0.25}
+
+
+def test_runner_runs_cells_resumes_and_retries(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    csv_file = tiny["out"] / "tiny.csv"
+    assert main(_argv(tiny)) == 0
+    with csv_file.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["model", "seed", "valid_auc", "valid_logloss", "test_auc", "test_logloss",
+                       "best_epoch", "seconds"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("LR", "1"), ("LR", "2"), ("MLP", "1"), ("MLP", "2")]
+    for r in rows[1:]:
+        assert 0.0 <= float(r[4]) <= 1.0 and float(r[5]) > 0 and int(r[6]) == 1 and float(r[7]) >= 0
+    for model in ("LR", "MLP"):
+        for seed in (1, 2):
+            assert (tiny["runs"] / "tiny" / model / f"seed{seed}" / "metrics.json").is_file()
+    assert (tiny["out"] / "tiny.md").is_file()
+
+    # second invocation: every cell is in the CSV, nothing may run, the CSV is untouched
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("run_experiment called on a finished cell")
+
+    before = csv_file.read_bytes()
+    monkeypatch.setattr(runner, "run_experiment", must_not_run)
+    assert main(_argv(tiny)) == 0
+    assert csv_file.read_bytes() == before
+
+    # delete one row: only that cell runs again, with the config of its seed and the overrides
+    lines = before.decode().splitlines(keepends=True)
+    csv_file.write_text("".join(line for line in lines if not line.startswith("MLP,1,")))
+    calls = []
+
+    def fake_run(cfg, run_dir, log):
+        calls.append((cfg["model"]["name"], cfg["seed"], cfg["data"]["root"], cfg["train"]["progress"], Path(run_dir)))
+        return _fake_metrics()
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    assert main(_argv(tiny)) == 0
+    assert calls == [("mlp", 1, str(tiny["data"]), False, tiny["runs"] / "tiny" / "MLP" / "seed1")]
+    rows = runner.read_rows(csv_file)
+    assert [(r["model"], r["seed"]) for r in rows] == [("LR", 1), ("LR", 2), ("MLP", 2), ("MLP", 1)]
+    assert rows[-1]["test_auc"] == 0.75 and rows[-1]["seconds"] == 0.25
+
+
+def test_failed_cell_is_reported_not_written_and_retried(tiny: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def flaky(cfg, run_dir, log):
+        if cfg["model"]["name"] == "lr" and cfg["seed"] == 2:
+            raise RuntimeError("boom")
+        return _fake_metrics()
+
+    monkeypatch.setattr(runner, "run_experiment", flaky)
+    assert main(_argv(tiny)) == 1
+    out = capsys.readouterr().out
+    assert "FAILED tiny LR seed 2: RuntimeError: boom" in out and "LR seed 2: RuntimeError: boom" in out
+    rows = runner.read_rows(tiny["out"] / "tiny.csv")
+    assert [(r["model"], r["seed"]) for r in rows] == [("LR", 1), ("MLP", 1), ("MLP", 2)]
+
+    calls = []
+    monkeypatch.setattr(runner, "run_experiment",
+                        lambda cfg, run_dir, log: calls.append((cfg["model"]["name"], cfg["seed"])) or _fake_metrics())
+    assert main(_argv(tiny)) == 0
+    assert calls == [("lr", 2)]
+    assert len(runner.read_rows(tiny["out"] / "tiny.csv")) == 4
+
+
+def test_unknown_model_id_lists_valid_ids(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_argv(tiny, models="LR,NoSuchNet")) == 2
+    err = capsys.readouterr().err
+    assert "NoSuchNet" in err and "FINAL_2B_KD" in err and "xDeepFM_FINAL" in err
+    assert not (tiny["out"] / "tiny.csv").exists()
+    with pytest.raises(runner.BenchmarkError, match="missing benchmark config"):
+        runner.resolve_models("all", "tiny", tiny["configs"])  # only LR and MLP exist there
+    assert [m for m, _ in runner.resolve_models("mlp,lr", "tiny", tiny["configs"])] == ["MLP", "LR"]
+    assert [m for m, _ in runner.resolve_models("all", "frappe_x1")] == list(runner.MODEL_IDS)
+
+
+def test_truncated_last_row_does_not_swallow_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    runner.append_row(path, runner.metrics_row("LR", 1, _fake_metrics()))
+    with path.open("a") as fh:
+        fh.write("LR,2,0.7")  # a crash mid-write
+    assert [r["seed"] for r in runner.read_rows(path)] == [1]
+    runner.append_row(path, runner.metrics_row("LR", 3, _fake_metrics()))
+    assert [r["seed"] for r in runner.read_rows(path)] == [1, 3]
+
+
+# ---------------------------------------------------------------------------------- the report
+
+FAKE = [  # model, seed, test_auc, test_logloss
+    ("FINAL_2B_KD", 2021, 0.9850, 0.13), ("FINAL_2B_KD", 2022, 0.9860, 0.14), ("FINAL_2B_KD", 2023, 0.9870, 0.15),
+    ("DCNV2", 2021, 0.9840, 0.15), ("DCNV2", 2022, 0.9842, 0.16), ("DCNV2", 2023, 0.9850, 0.17),
+    ("MLP", 2021, 0.9700, 0.20), ("MLP", 2022, 0.9720, 0.22),
+    ("LR", 2021, 0.9356, 0.30),
+]
+
+
+def _write_fake_csv(out: Path, rows=FAKE) -> None:
+    for model, seed, auc, ll in rows:
+        runner.append_row(out / "frappe_x1.csv", {
+            "model": model, "seed": seed, "valid_auc": auc, "valid_logloss": ll, "test_auc": auc,
+            "test_logloss": ll, "best_epoch": 3, "seconds": 10.0})
+
+
+def _row_of(text: str, model: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {model} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_report_statistics_paper_column_and_welch(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    _write_fake_csv(out)
+    path = report.write_report("frappe_x1", out, command="python -m mtl_final.benchmark --report-only", log=None)
+    text = path.read_text()
+
+    # FINAL_2B_KD: AUC×100 98.5, 98.6, 98.7 -> mean 98.600, sample std 0.100; logloss 0.14 ± 0.01
+    final = _row_of(text, "FINAL_2B_KD")
+    assert final[1:5] == ["3", "2021,2022,2023", "98.600 ± 0.100", "0.1400 ± 0.0100"]
+    assert final[6:9] == ["98.95 (Table 1)", "-0.350", ""]  # paper figure, ours − paper, no flag
+    # DCNV2: 98.40, 98.42, 98.50 -> mean 98.440, std sqrt((.04²+.02²+.06²)/2) = 0.0529
+    dcnv2 = _row_of(text, "DCNV2")
+    assert dcnv2[3:5] == ["98.440 ± 0.053", "0.1600 ± 0.0100"]
+    assert dcnv2[6:9] == ["98.45 (Table 1)", "-0.010", ""]
+    # MLP: 97.0, 97.2 -> 97.100 ± 0.141; paper (Table 2) 98.33 -> -1.230, flagged
+    mlp = _row_of(text, "MLP")
+    assert mlp[3] == "97.100 ± 0.141" and mlp[6:8] == ["98.33 (Table 2)", "-1.230"] and mlp[8].startswith("⚠")
+    assert _row_of(text, "LR")[3] == "93.560 ± –"  # one seed: no std
+    # table order = paper order
+    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert order[1:] == ["LR", "DCNV2", "MLP", "FINAL_2B_KD"]
+
+    # Welch t-test of FINAL_2B_KD against the best non-FINAL baseline (DCNV2), equal to scipy's
+    a = [r[2] for r in FAKE if r[0] == "FINAL_2B_KD"]
+    b = [r[2] for r in FAKE if r[0] == "DCNV2"]
+    res = sps.ttest_ind(a, b, equal_var=False)
+    assert "best non-FINAL baseline by mean test AUC, DCNV2 (98.440, n=3)" in text
+    assert f"t = {res.statistic:.6f}," in text
+    assert f"p (two-sided) = {res.pvalue:.4f}" in text
+    got = report.welch_ttest(a, b)
+    assert got["t"] == pytest.approx(res.statistic, rel=1e-12) and got["p_two_sided"] == pytest.approx(res.pvalue)
+    va, vb = statistics.variance(a) / 3, statistics.variance(b) / 3
+    assert got["df"] == pytest.approx((va + vb) ** 2 / (va**2 / 2 + vb**2 / 2))
+    assert "Does the FINAL family beat it? **yes**" in text
+    assert "`python -m mtl_final.benchmark --report-only`" in text
+    assert "## Commands" in text and report.NOTES_MARKER in text
+
+
+def test_report_not_enough_seeds_and_notes_are_kept(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    _write_fake_csv(out, [r for r in FAKE if not (r[0] == "FINAL_2B_KD" and r[1] != 2021)])
+    path = report.write_report("frappe_x1", out, log=None)
+    text = path.read_text()
+    assert "not enough seeds (FINAL_2B_KD n=1, DCNV2 n=3" in text
+    assert "t = " not in text
+
+    notes = f"{report.NOTES_MARKER}\n## Notes\n\nhand-written: seed 2022 ran on a busy machine.\n"
+    path.write_text(text.split(report.NOTES_MARKER)[0] + notes)
+    _write_fake_csv(out, [("FINAL_2B_KD", 2022, 0.9860, 0.14)])
+    text = report.write_report("frappe_x1", out, log=None).read_text()
+    assert text.endswith(notes) and text.count(report.NOTES_MARKER) == 1
+    assert "| FINAL_2B_KD | 2 |" in text and "t = " in text
+
+
+def test_report_only_cli_and_command_log(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, run_dir, log: _fake_metrics())
+    argv = _argv(tiny, models="LR", seeds="7")
+    assert main(argv) == 0
+    logged = report.read_commands(tiny["out"], "tiny")
+    assert len(logged) == 1 and logged[0][3].endswith(" ".join(argv[:-1]) + f" data.root={tiny['data']}")
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: pytest.fail("--report-only ran a cell"))
+    assert main(["--dataset", "tiny", "--out", str(tiny["out"]), "--report-only"]) == 0
+    text = (tiny["out"] / "tiny.md").read_text()
+    assert "| LR | 1 | 7 | 75.000 ± –" in text and logged[0][3] in text and "--report-only" in text
+    assert len(report.read_commands(tiny["out"], "tiny")) == 1  # report-only runs nothing, logs nothing
+
+
+def test_paper_numbers_cover_every_model_and_dataset() -> None:
+    for dataset in DATASETS:
+        for model in runner.MODEL_IDS:
+            value, table = paper_numbers.paper_auc(dataset, model)
+            assert 90 <= value <= 100 if dataset in ("frappe_x1", "movielenslatest_x1") else 70 <= value <= 85
+    assert paper_numbers.paper_auc("frappe_x1", "FINAL_2B_KD") == (98.95, "Table 1")
+    assert paper_numbers.paper_auc("criteo_x1", "DCN_FINAL") == (81.48, "Table 2")
+    assert paper_numbers.paper_auc("avazu_x1", "MLP") == (76.30, "Table 2")
+    assert paper_numbers.paper_auc("tiny", "LR") is None

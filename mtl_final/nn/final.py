@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mtl_final.nn.activations import build_activation
-from mtl_final.nn.dropout import Dropout
+from mtl_final.nn.mlp import dense_stack
 
 
 class FactorizedInteraction(nn.Module):
@@ -82,18 +82,11 @@ class FinalBlock(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        dim = in_dim
-        for units in hidden_units:
-            layers.append(FactorizedInteraction(dim, units, num_steps, aggregation, sigma, bias=bias))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(build_activation(activation))
-            if dropout > 0:
-                layers.append(Dropout(dropout))
-            dim = units
-        self.layers = nn.Sequential(*layers)
-        self.output_dim = dim
+        self.layers, self.output_dim = dense_stack(
+            in_dim, hidden_units,
+            lambda d_in, d_out: FactorizedInteraction(d_in, d_out, num_steps, aggregation, sigma, bias=bias),
+            activation, dropout, batch_norm,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

@@ -1,13 +1,35 @@
 """MLPBlock: Linear → BatchNorm → activation → dropout, repeated."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from mtl_final.nn.activations import build_activation
 from mtl_final.nn.dropout import Dropout
+
+
+def dense_stack(
+    in_dim: int,
+    hidden_units: Sequence[int],
+    make_layer: Callable[[int, int], nn.Module],
+    activation: str,
+    dropout: float,
+    batch_norm: bool,
+) -> tuple[nn.Sequential, int]:
+    """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim)."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for units in hidden_units:
+        layers.append(make_layer(dim, units))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(units))
+        layers.append(build_activation(activation))
+        if dropout > 0:
+            layers.append(Dropout(dropout))
+        dim = units
+    return nn.Sequential(*layers), dim
 
 
 class MLPBlock(nn.Module):
@@ -23,18 +45,10 @@ class MLPBlock(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        dim = in_dim
-        for units in hidden_units:
-            layers.append(nn.Linear(dim, units, bias=bias))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(build_activation(activation))
-            if dropout > 0:
-                layers.append(Dropout(dropout))
-            dim = units
-        self.layers = nn.Sequential(*layers)
-        self.output_dim = dim
+        self.layers, self.output_dim = dense_stack(
+            in_dim, hidden_units, lambda d_in, d_out: nn.Linear(d_in, d_out, bias=bias),
+            activation, dropout, batch_norm,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

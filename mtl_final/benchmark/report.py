@@ -1,5 +1,10 @@
-"""The markdown report of one dataset's benchmark: per-model mean ± std over seeds next to the
-paper's figure, a Welch t-test of FINAL(2B)+KD against the strongest baseline, and the commands.
+"""The markdown reports of the benchmark.
+
+Single-task (one dataset): per-model mean ± std over seeds next to the paper's figure, a Welch
+t-test of FINAL(2B)+KD against the strongest baseline, and the commands. Multi-task grid
+(:func:`write_grid_report`): per (model, variant) mean ± std over seeds of every test AUC
+column, the test loglosses, the difference of each variant to the model's mlp variant, and the
+commands.
 
 Everything after the ``<!-- notes -->`` marker line of an existing report is hand-written and is
 kept verbatim when the report is rewritten.
@@ -17,7 +22,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mtl_final.benchmark import paper_numbers
-from mtl_final.benchmark.runner import MODEL_IDS, csv_path, is_final_family, read_rows
+from mtl_final.benchmark.runner import (
+    MODEL_IDS,
+    MTL_MODEL_ORDER,
+    MTL_TASKS,
+    MTL_VARIANTS,
+    MULTI_TASK,
+    csv_path,
+    is_final_family,
+    read_rows,
+)
 
 NOTES_MARKER = "<!-- notes -->"
 FLAG_THRESHOLD = 0.5  # AUC points ×100
@@ -266,19 +280,140 @@ def report_path(out_dir: str | Path, dataset: str) -> Path:
     return Path(out_dir) / f"{dataset}.md"
 
 
-def write_report(dataset: str, out_dir: str | Path = "results", command: str | None = None,
-                 log: Callable[[str], None] | None = print) -> Path:
-    """(Re)write ``<out_dir>/<dataset>.md`` from the CSV, keeping the notes below the marker."""
-    path = report_path(out_dir, dataset)
-    rows = read_rows(csv_path(out_dir, dataset), log)
+def _write_keeping_notes(path: Path, generated: str) -> Path:
+    """Write ``generated`` + the notes of the existing ``path`` (from the marker on; the default
+    notes section when there are none), atomically."""
     notes = DEFAULT_NOTES
     if path.is_file():
         old = path.read_text(encoding="utf-8")
         if NOTES_MARKER in old:
             notes = old[old.index(NOTES_MARKER):]
-    text = render_report(dataset, rows, out_dir, command, log) + "\n" + notes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(generated + "\n" + notes, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def write_report(dataset: str, out_dir: str | Path = "results", command: str | None = None,
+                 log: Callable[[str], None] | None = print) -> Path:
+    """(Re)write ``<out_dir>/<dataset>.md`` from the CSV, keeping the notes below the marker."""
+    rows = read_rows(csv_path(out_dir, dataset), log)
+    return _write_keeping_notes(report_path(out_dir, dataset), render_report(dataset, rows, out_dir, command, log))
+
+
+# ------------------------------------------------------------------------- multi-task grid report
+
+# (CSV column, table heading) of the grid report's AUC table; es_cvr_auc only when some row has it.
+GRID_AUC_COLUMNS: tuple[tuple[str, str], ...] = (
+    *((f"test_{t}_auc", f"test {t} AUC ×100" + (" (clicked rows)" if t == "cvr" else "")) for t in MTL_TASKS),
+    ("es_cvr_auc", "entire-space cvr AUC ×100"),
+)
+GRID_LOGLOSS_COLUMNS: tuple[tuple[str, str], ...] = tuple((f"test_{t}_logloss", f"test {t} logloss") for t in MTL_TASKS)
+BASE_VARIANT = "mlp"
+
+
+def summarize_grid(rows: Sequence[dict[str, Any]],
+                   log: Callable[[str], None] | None = None) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Grid rows grouped per (model, variant): models in MTL_MODEL_ORDER, variants in MTL_VARIANTS
+    order (unknown ones after, alphabetically), seeds in CSV order. A repeated (model, variant,
+    seed) keeps its first row, like the runner's resume does."""
+    seen: set[tuple[str, str, int]] = set()
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (r["model"], r["variant"], r["seed"])
+        if key in seen:
+            if log:
+                log(f"warning: duplicate row for {key[0]}/{key[1]} seed {key[2]} ignored")
+            continue
+        seen.add(key)
+        groups.setdefault((r["model"], r["variant"]), []).append(r)
+
+    def rank(key: tuple[str, str]) -> tuple:
+        model, variant = key
+        m = MTL_MODEL_ORDER.index(model) if model in MTL_MODEL_ORDER else len(MTL_MODEL_ORDER)
+        v = list(MTL_VARIANTS).index(variant) if variant in MTL_VARIANTS else len(MTL_VARIANTS)
+        return (m, model, v, variant)
+
+    return {k: groups[k] for k in sorted(groups, key=rank)}
+
+
+def _column_mean_std(group: Sequence[dict[str, Any]], column: str, scale: float, digits: int) -> str:
+    values = [r[column] for r in group if r[column] is not None]
+    if not values:
+        return "–"
+    text = format_mean_std(values, scale, digits)
+    return text if len(values) == len(group) else f"{text} (n={len(values)})"
+
+
+def _column_mean(group: Sequence[dict[str, Any]], column: str) -> float | None:
+    values = [r[column] for r in group if r[column] is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _grid_tables(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    auc_cols = [(c, h) for c, h in GRID_AUC_COLUMNS
+                if c != "es_cvr_auc" or any(r["es_cvr_auc"] is not None for g in groups.values() for r in g)]
+    lines = ["## Test AUC ×100", "",
+             "| model | variant | n | seeds | " + " | ".join(h for _, h in auc_cols) + " | best epoch | train s |",
+             "|---|---|---:|---|" + "---:|" * len(auc_cols) + "---:|---:|"]
+    for (model, variant), g in groups.items():
+        lines.append(
+            f"| {model} | {variant} | {len(g)} | {','.join(str(r['seed']) for r in g)} | "
+            + " | ".join(_column_mean_std(g, c, 100, 3) for c, _ in auc_cols)
+            + f" | {statistics.fmean(r['best_epoch'] for r in g):.1f} | {statistics.fmean(r['seconds'] for r in g):.1f} |"
+        )
+    lines += ["", "## Test logloss", "",
+              "| model | variant | n | " + " | ".join(h for _, h in GRID_LOGLOSS_COLUMNS) + " |",
+              "|---|---|---:|" + "---:|" * len(GRID_LOGLOSS_COLUMNS)]
+    for (model, variant), g in groups.items():
+        lines.append(f"| {model} | {variant} | {len(g)} | "
+                     + " | ".join(_column_mean_std(g, c, 1, 4) for c, _ in GRID_LOGLOSS_COLUMNS) + " |")
+    deltas = []
+    for (model, variant), g in groups.items():
+        base = groups.get((model, BASE_VARIANT))
+        if variant == BASE_VARIANT or base is None:
+            continue
+        cells = []
+        for c, _ in auc_cols:
+            a, b = _column_mean(g, c), _column_mean(base, c)
+            cells.append("–" if a is None or b is None else f"{(a - b) * 100:+.3f}")
+        deltas.append(f"| {model} | {variant} | {len(g)} vs {len(base)} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Difference to the model's {BASE_VARIANT} variant", "",
+              f"Mean test AUC ×100 of the variant minus that of the same model's `{BASE_VARIANT}` variant "
+              "(means over each one's own seeds; no significance test).", ""]
+    if deltas:
+        lines += ["| model | variant | n | " + " | ".join(h for _, h in auc_cols) + " |",
+                  "|---|---|---|" + "---:|" * len(auc_cols)] + deltas
+    else:
+        lines += [f"Not available yet: needs a `{BASE_VARIANT}` variant and another variant of the same model."]
+    return lines
+
+
+def render_grid_report(name: str, rows: Sequence[dict[str, Any]], out_dir: str | Path = "results",
+                       command: str | None = None, log: Callable[[str], None] | None = None) -> str:
+    """The generated part of a multi-task grid report (everything above the notes marker)."""
+    groups = summarize_grid(rows, log)
+    src = csv_path(out_dir, name)
+    variants = "; ".join(f"`{v}` = `{' '.join(o)}`" for v, o in MTL_VARIANTS.items())
+    lines = [
+        f"# Multi-task benchmark {name}",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `mtl_final.benchmark --grid` from `{src}` "
+        f"({sum(len(g) for g in groups.values())} runs).",
+        "Mean ± sample std over seeds, from each run's best-validation checkpoint (train.monitor of its "
+        "config). cvr is scored on clicked rows only, ctcvr = pctr·pcvr on all rows; entire-space cvr "
+        "(simulator only) scores pcvr on every test row against a label drawn from the true pCVR.",
+        f"Variants: {variants}; MMoE / PLE also get `expert=<the tower's kind>`.",
+        "",
+    ]
+    lines += _grid_tables(groups) if groups else ["No results yet."]
+    lines += [""] + _commands(out_dir, name, command) + [""]
+    return "\n".join(lines)
+
+
+def write_grid_report(name: str, out_dir: str | Path = "results", command: str | None = None,
+                      log: Callable[[str], None] | None = print) -> Path:
+    """(Re)write ``<out_dir>/<name>.md`` from the grid CSV, keeping the notes below the marker."""
+    rows = read_rows(csv_path(out_dir, name), log, MULTI_TASK)
+    return _write_keeping_notes(report_path(out_dir, name), render_grid_report(name, rows, out_dir, command, log))

@@ -1,0 +1,296 @@
+"""Batch inference with a trained run directory.
+
+    python -m mtl_final.predict --run RUN_DIR --input FILE.csv|.parquet --out FILE.csv|.parquet [--keep id,user]
+
+The model is rebuilt from ``RUN_DIR/config.yaml`` (architecture and selected tasks), the feature
+layout from ``RUN_DIR/encoders.json`` (the encoders fitted on the run's train split, never refitted)
+and the weights from ``RUN_DIR/best.pt``; it runs in eval mode on the CPU. The input is streamed
+chunk by chunk; the output has one row per input row, in input order, with the ``--keep`` columns
+(copied verbatim, as text) followed by ``p_<name>`` for every probability the model outputs
+(e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import io
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+
+from mtl_final.config import ConfigError, load_config
+from mtl_final.data import reader
+from mtl_final.data.encoders import FeatureEncoders
+from mtl_final.data.errors import DataError
+from mtl_final.data.features import Batch
+from mtl_final.data.schema import DatasetSchema
+from mtl_final.data.store import _Problems, _validate_numeric
+from mtl_final.models import build_model
+from mtl_final.models.base import RankingModel
+from mtl_final.train.checkpoint import load_checkpoint
+from mtl_final.train.run import uses_simulator
+
+__all__ = ["load_run_model", "predict", "run_schema_path", "main"]
+
+PREFIX = "p_"
+
+
+# ----------------------------------------------------------------------------- the run
+def run_schema_path(cfg: Mapping[str, Any]) -> Path:
+    """The dataset schema file a run used: data.schema, or the simulator's schema.yaml in its
+    cache folder when data.simulator was used without data.root (the data is not regenerated)."""
+    data = cfg["data"]
+    if data["schema"]:
+        return Path(data["schema"])
+    if uses_simulator(cfg):
+        from mtl_final.data.simulator import ensure_simulated, simulation_key
+
+        # the same folder ensure_simulated(cache_dir, **simulator) returns, with its defaults
+        args = inspect.signature(ensure_simulated).bind(data["cache_dir"], **data["simulator"])
+        args.apply_defaults()
+        a = args.arguments
+        return Path(a["cache_dir"]) / f"sim-{simulation_key(a['n_rows'], a['seed'], **a['kw'])}" / "schema.yaml"
+    raise ConfigError("the run's config names no dataset schema (data.schema) and no simulator (data.simulator)")
+
+
+def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, dict[str, Any]]:
+    """(model in eval mode on the CPU with the best.pt weights, saved encoders, resolved config)."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "encoders.json", "best.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: --run must be a finished training run "
+                                    "directory (config.yaml, encoders.json, best.pt)")
+    cfg = load_config(run_dir / "config.yaml")
+    encoders = FeatureEncoders.load(run_dir / "encoders.json")
+    schema_path = run_schema_path(cfg)
+    if not schema_path.is_file():
+        raise FileNotFoundError(
+            f"dataset schema {schema_path} of run {run_dir} not found (the model's tasks are read from it); "
+            "restore that file, or point data.schema in the run's config.yaml at a copy")
+    schema = DatasetSchema.from_yaml(schema_path)
+    if cfg["tasks"]:
+        schema = schema.select_tasks(list(cfg["tasks"]))
+    model = build_model(cfg, encoders.feature_spec(), list(schema.tasks))
+    state = load_checkpoint(run_dir / "best.pt", "cpu")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{run_dir / 'best.pt'} does not fit the model rebuilt from config.yaml, "
+                         f"encoders.json and {schema_path}: {e}") from None
+    model.eval()
+    return model, encoders, cfg
+
+
+class _Scorer:
+    """Scores encoded rows in forward batches of exactly ``batch_size`` rows (the last one fewer), whatever
+    the reading chunks were, and writes each batch's output rows in order. Fixed batch shapes make the
+    output independent of chunk_rows: CPU kernels may round a row differently in a batch of another size."""
+
+    def __init__(self, model: RankingModel, batch_size: int, schema: pa.Schema, n_keep: int,
+                 write: Callable[[pa.RecordBatch], None]) -> None:
+        self.model, self.batch_size, self.schema, self.write = model, batch_size, schema, write
+        self.names = [c[len(PREFIX):] for c in schema.names[n_keep:]]
+        self.cat: list[np.ndarray] = []
+        self.num: list[np.ndarray] = []
+        self.kept: list[list[pa.Array]] = [[] for _ in range(n_keep)]
+        self.pending = 0
+
+    def add(self, cat: np.ndarray, num: np.ndarray, kept: list[pa.Array]) -> None:
+        self.cat.append(cat)
+        self.num.append(num)
+        for parts, arr in zip(self.kept, kept):
+            parts.append(arr)
+        self.pending += cat.shape[0]
+        if self.pending >= self.batch_size:
+            self._score(final=False)
+
+    def finish(self) -> None:
+        if self.pending:
+            self._score(final=True)
+
+    @torch.no_grad()
+    def _score(self, final: bool) -> None:
+        cat = torch.from_numpy(np.concatenate(self.cat).astype(np.int64, copy=False))
+        num = torch.from_numpy(np.concatenate(self.num).astype(np.float32, copy=False))
+        kept = [pa.concat_arrays(parts) for parts in self.kept]
+        n, bs = cat.shape[0], self.batch_size
+        stop = n if final else n - n % bs
+        for lo in range(0, stop, bs):
+            hi = min(lo + bs, stop)
+            probs = self.model(Batch(cat[lo:hi], num[lo:hi])).probs
+            arrays = [a.slice(lo, hi - lo) for a in kept]
+            arrays += [pa.array(probs[name].float().numpy(), type=pa.float32()) for name in self.names]
+            self.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.cat, self.num = [cat[stop:].numpy()], [num[stop:].numpy()]
+        self.kept = [[a.slice(stop)] for a in kept]
+        self.pending = n - stop
+
+
+# ----------------------------------------------------------------------------- output
+class _Writer:
+    """Streams record batches to a temporary sibling of ``path``; ``commit`` renames it into place."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if reader.detect_format(path) == "parquet":
+            self._writer: Any = pq.ParquetWriter(str(self.tmp), schema)
+            self._fh = None
+        else:
+            self._fh = open(self.tmp, "wb")
+            head = io.StringIO()
+            csv.writer(head, lineterminator="\n").writerow(schema.names)  # header unquoted where possible
+            self._fh.write(head.getvalue().encode("utf-8"))
+            self._writer = pacsv.CSVWriter(self._fh, schema, write_options=pacsv.WriteOptions(
+                include_header=False, quoting_style="needed"))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def commit(self) -> None:
+        self.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- predict
+def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path, chunk_rows: int = 262144,
+            batch_size: int = 65536, keep: Sequence[str] = (),
+            log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+    """Score ``input_path`` (CSV or Parquet, streamed) with the model of ``run_dir`` into ``output_path``
+    (CSV or Parquet by extension, written atomically).
+
+    Output columns: ``keep`` (copied from the input as text), then ``p_<name>`` per model probability.
+    Raises DataError for a missing input column (file, column) or a non-numeric value in a numeric
+    field (file, column, first line). Returns {rows, columns, oov, missing, filled_na, seconds, output}:
+    oov / missing per categorical field (unseen values scored as OOV / empty cells scored as padding),
+    filled_na per numeric field.
+    """
+    t0 = time.perf_counter()
+    if chunk_rows < 1 or batch_size < 1:
+        raise ValueError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise ValueError(f"--out {output_path} is the input file; write the predictions elsewhere")
+    if not output_path.name.lower().endswith((".csv", ".parquet", ".pq")):
+        raise ValueError(f"--out {output_path}: name the output *.csv or *.parquet")
+    model, encoders, _ = load_run_model(run_dir)
+    keep = list(dict.fromkeys(keep))
+    num_cols = [e.name for e in encoders.numeric]
+    features = encoders.columns
+
+    fmt = reader.detect_format(input_path)
+    header = reader.read_header(input_path, fmt)
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(f"the input lacks feature column(s) {missing} the model was trained on "
+                        f"(needed: {features}; header: {header}).", file=input_path, column=missing[0], line=1,
+                        fix="add the column(s) to the input file (labels are not needed).")
+    missing = [c for c in keep if c not in header]
+    if missing:
+        raise DataError(f"--keep column(s) {missing} are not in the input (header: {header}).",
+                        file=input_path, column=missing[0], line=1, fix="fix the --keep list.")
+
+    dummy = model(Batch(torch.zeros(1, len(encoders.categorical), dtype=torch.int64),
+                        torch.zeros(1, len(encoders.numeric))))
+    prob_cols = [PREFIX + name for name in dummy.probs]
+    clash = sorted(set(keep) & set(prob_cols))
+    if clash:
+        raise ValueError(f"--keep column(s) {clash} clash with the prediction columns {prob_cols}")
+    out_schema = pa.schema([(c, pa.string()) for c in keep] + [(c, pa.float32()) for c in prob_cols])
+
+    encoders.reset_counters()
+    problems = _Problems(input_path)
+    rows = 0
+    writer = _Writer(output_path, out_schema)
+    scorer = _Scorer(model, batch_size, out_schema, len(keep), writer.write)
+    try:
+        for line0, df in reader.iter_chunks(input_path, list(dict.fromkeys(features + keep)), chunk_rows, fmt):
+            kept = [pa.array(df[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True) for c in keep]
+            _validate_numeric(df, num_cols, line0, problems)  # in place: float64, NaN = missing
+            if problems:
+                continue  # keep scanning to count every bad cell, predict nothing more
+            cat, num = encoders.transform(df)
+            scorer.add(cat, num, kept)
+            rows += len(df)
+        problems.raise_if_any()
+        scorer.finish()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+    counters = encoders.counters()
+    summary = {
+        "rows": rows,
+        "columns": keep + prob_cols,
+        "oov": {e.name: counters[e.name]["oov"] for e in encoders.categorical},
+        "missing": {e.name: counters[e.name]["missing"] for e in encoders.categorical},
+        "filled_na": {e.name: counters[e.name]["filled_na"] for e in encoders.numeric},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "output": str(output_path),
+    }
+    if log:
+        oov = ", ".join(f"{k} {v:,}" for k, v in summary["oov"].items() if v) or "none"
+        log(f"[predict] {rows:,} rows -> {output_path} ({', '.join(summary['columns'])}) in "
+            f"{summary['seconds']:.2f}s | OOV values: {oov}")
+    return summary
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mtl_final.predict",
+        description="Score a CSV/Parquet file with a trained run (config.yaml, encoders.json, best.pt); "
+                    "writes one row per input row: the --keep columns, then p_<task> probabilities.")
+    parser.add_argument("--run", required=True, help="training run directory")
+    parser.add_argument("--input", required=True, help="input file (.csv or .parquet); labels are not needed")
+    parser.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    parser.add_argument("--keep", default="", help="comma-separated input columns to copy into the output")
+    parser.add_argument("--chunk-rows", type=int, default=262144, help="rows read per chunk (bounds memory)")
+    parser.add_argument("--batch-size", type=int, default=65536, help="rows per model forward pass")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    keep = [c.strip() for c in args.keep.split(",") if c.strip()]
+    try:
+        summary = predict(args.run, args.input, args.out, args.chunk_rows, args.batch_size, keep=keep)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Batch inference (mtl_final.predict) against a tiny ESMM run trained once for the module."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtl_final.config import load_config
+from mtl_final.data.errors import DataError
+from mtl_final.data.features import Batch
+from mtl_final.data.schema import DatasetSchema
+from mtl_final.data.store import EncodedStore
+from mtl_final.models import build_model
+from mtl_final.predict import load_run_model, main as predict_main, predict
+from mtl_final.train.__main__ import main as train_main
+from tests.test_trainer import tiny_overrides, write_tiny_dataset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(data root, run dir, tmp) of a 1-epoch ESMM run on the tiny dataset."""
+    tmp = tmp_path_factory.mktemp("predict")
+    root = write_tiny_dataset(tmp / "data", n=300)
+    out = tmp / "run"
+    assert train_main(["--out", str(out), "--tasks", "ctr,cvr", *tiny_overrides(root, tmp), "model=esmm",
+                       "train.epochs=1", "train.batch_size=32", "train.lr=0.01", "train.tensorboard=false",
+                       "train.num_threads=1"]) == 0
+    return root, out, tmp
+
+
+def _quiet(*args, **kwargs):
+    return predict(*args, log=None, **kwargs)
+
+
+def _direct_probs(run_dir: Path, root: Path, tmp: Path) -> dict[str, np.ndarray]:
+    """The trained model (rebuilt here by hand) on the cached store's test tensors."""
+    cfg = load_config(run_dir / "config.yaml")
+    schema = DatasetSchema.from_yaml(root / "schema.yaml").select_tasks(["ctr", "cvr"])
+    store = EncodedStore.build_or_load(schema, root, tmp / "cache", log=None)
+    assert store.from_cache
+    model = build_model(cfg, store.feature_spec, list(schema.tasks))
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["model"])
+    model.eval()
+    test = store.tensors("test")
+    with torch.no_grad():
+        out = model(Batch(test.cat, test.num))
+    return {k: v.numpy() for k, v in out.probs.items()}
+
+
+def test_predictions_match_the_model_on_the_store_and_keep_row_order(run, tmp_path):
+    root, run_dir, tmp = run
+    summary = _quiet(run_dir, root / "test.csv", tmp_path / "pred.csv", keep=["a", "click"])
+    got = pd.read_csv(tmp_path / "pred.csv")
+    src = pd.read_csv(root / "test.csv")
+    assert list(got.columns) == ["a", "click", "p_ctr", "p_cvr", "p_ctcvr"]
+    assert summary["rows"] == len(got) == len(src) == 100
+    assert summary["columns"] == list(got.columns) and summary["seconds"] >= 0
+    assert got["a"].tolist() == src["a"].tolist() and got["click"].tolist() == src["click"].tolist()
+    direct = _direct_probs(run_dir, root, tmp)
+    for name in ("ctr", "cvr", "ctcvr"):
+        np.testing.assert_allclose(got[f"p_{name}"].to_numpy(), direct[name], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["p_ctcvr"], got["p_ctr"] * got["p_cvr"], rtol=0, atol=1e-6)
+    assert summary["oov"] == {"a": 0, "b": 0, "c": 0}
+
+
+def test_chunking_does_not_change_the_output(run, tmp_path):
+    root, run_dir, _ = run
+    _quiet(run_dir, root / "test.csv", tmp_path / "default.csv")
+    _quiet(run_dir, root / "test.csv", tmp_path / "chunked.csv", chunk_rows=7)
+    assert (tmp_path / "default.csv").read_bytes() == (tmp_path / "chunked.csv").read_bytes()
+    # forward batches of exactly batch_size rows, whatever the chunks: bytes equal for any chunk_rows
+    _quiet(run_dir, root / "test.csv", tmp_path / "b16.csv", batch_size=16)
+    _quiet(run_dir, root / "test.csv", tmp_path / "b16_c7.csv", chunk_rows=7, batch_size=16)
+    assert (tmp_path / "b16.csv").read_bytes() == (tmp_path / "b16_c7.csv").read_bytes()
+    # another batch size may round differently in the last bit, no more
+    a, b = pd.read_csv(tmp_path / "default.csv"), pd.read_csv(tmp_path / "b16.csv")
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_labels_are_not_needed_and_unseen_values_score_as_oov(run, tmp_path):
+    root, run_dir, _ = run
+    rows = "a,b,c,x\n1,2,3,0.5\nzzz,2,3,0.5\nnever-seen,2,3,0.5\n,2,3,\n"
+    (tmp_path / "in.csv").write_text(rows)
+    summary = _quiet(run_dir, tmp_path / "in.csv", tmp_path / "out.csv")
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert len(got) == 4
+    assert summary["oov"] == {"a": 2, "b": 0, "c": 0}
+    assert summary["missing"] == {"a": 1, "b": 0, "c": 0} and summary["filled_na"] == {"x": 1}
+    # an explicit OOV row: encode row 1 with the saved encoders, then put a's OOV index in by hand
+    model, encoders, _ = load_run_model(run_dir)
+    cat, num = encoders.transform(pd.DataFrame({"a": ["1"], "b": ["2"], "c": ["3"], "x": ["0.5"]}))
+    cat[0, 0] = encoders.categorical[0].oov_index
+    with torch.no_grad():
+        ref = model(Batch(torch.from_numpy(cat.astype(np.int64)), torch.from_numpy(num))).probs
+    for name in ("ctr", "cvr", "ctcvr"):
+        assert got[f"p_{name}"][1] == pytest.approx(float(ref[name][0]), abs=1e-6)
+        assert got[f"p_{name}"][2] == got[f"p_{name}"][1]
+    assert got["p_ctr"][0] != got["p_ctr"][1]  # a=1 is in the vocabulary
+
+
+def test_missing_column_and_bad_numeric_raise_data_errors(run, tmp_path):
+    root, run_dir, _ = run
+    (tmp_path / "nob.csv").write_text("a,c,x\n1,3,0.5\n")
+    with pytest.raises(DataError) as err:
+        _quiet(run_dir, tmp_path / "nob.csv", tmp_path / "out.csv")
+    assert err.value.column == "b" and err.value.file == str(tmp_path / "nob.csv")
+    assert "nob.csv" in str(err.value) and "'b'" in str(err.value)
+
+    (tmp_path / "bad.csv").write_text("a,b,c,x\n1,2,3,0.5\n1,2,3,0.25\n1,2,3,abc\n1,2,3,1\n")
+    with pytest.raises(DataError) as err:
+        _quiet(run_dir, tmp_path / "bad.csv", tmp_path / "out.csv", chunk_rows=2)
+    e = err.value
+    assert (e.file, e.column, e.line, e.value) == (str(tmp_path / "bad.csv"), "x", 4, "abc")
+    assert "line 4" in str(e)
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv.tmp-*"))
+
+
+def test_parquet_input_and_output_match_csv(run, tmp_path):
+    root, run_dir, _ = run
+    frame = pd.read_csv(root / "test.csv").drop(columns=["click", "conv"])  # a, b, c int64; x float64
+    frame.to_parquet(tmp_path / "test.parquet", index=False)
+    _quiet(run_dir, root / "test.csv", tmp_path / "from_csv.csv")
+    _quiet(run_dir, tmp_path / "test.parquet", tmp_path / "from_pq.parquet", chunk_rows=33, keep=["b"])
+    a = pd.read_csv(tmp_path / "from_csv.csv")
+    b = pd.read_parquet(tmp_path / "from_pq.parquet")
+    assert b["b"].tolist() == [str(v) for v in frame["b"]]
+    for name in ("p_ctr", "p_cvr", "p_ctcvr"):
+        np.testing.assert_array_equal(a[name].to_numpy(np.float32), b[name].to_numpy())
+
+
+def test_cli(run, tmp_path, capsys):
+    root, run_dir, _ = run
+    out = tmp_path / "cli.csv"
+    assert predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"), "--out", str(out),
+                         "--keep", "c"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows"] == 100 and list(pd.read_csv(out).columns) == ["c", "p_ctr", "p_cvr", "p_ctcvr"]
+    assert predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"), "--out", str(out),
+                         "--keep", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_missing_schema_file_is_named(run, tmp_path):
+    root, run_dir, _ = run
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    text = (copy / "config.yaml").read_text().replace(str(root / "schema.yaml"), str(tmp_path / "gone.yaml"))
+    (copy / "config.yaml").write_text(text)
+    with pytest.raises(FileNotFoundError, match="gone.yaml"):
+        _quiet(copy, root / "test.csv", tmp_path / "out.csv")
+
+
+def test_simulator_runs_resolve_the_schema_in_the_simulator_cache(tmp_path):
+    from mtl_final.data.simulator import ensure_simulated
+    from mtl_final.predict import run_schema_path
+
+    cfg = load_config(None, ["data.simulator={n_rows: 1000, seed: 3}", f"data.cache_dir={tmp_path}"])
+    assert run_schema_path(cfg) == ensure_simulated(tmp_path, n_rows=1000, seed=3) / "schema.yaml"

@@ -99,7 +99,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "batch_size": 4096,
-        "eval_batch_size": 65536,
+        "eval_batch_size": 16384,
         "optimizer": "adam",  # adam | adamw | sgd
         "lr": 0.001,
         "weight_decay": 0.0,

@@ -13,9 +13,12 @@ ACTIVATIONS = {
 }
 
 
-def build_activation(name: str) -> nn.Module:
-    """'relu' → nn.ReLU() etc.; unknown names list the valid ones."""
+def build_activation(name: str, inplace: bool = False) -> nn.Module:
+    """'relu' → nn.ReLU() etc.; unknown names list the valid ones. `inplace` applies to relu only
+    (safe after BatchNorm/Linear/FINAL layers, whose backward does not need their output)."""
     try:
+        if name.lower() == "relu":
+            return nn.ReLU(inplace=inplace)
         return ACTIVATIONS[name.lower()]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None

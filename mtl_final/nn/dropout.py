@@ -26,16 +26,19 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
 
 
 class _MaskedScale(torch.autograd.Function):
+    """x · m with m = keep · scale as a float tensor: float × float multiplies are several times
+    faster on CPU than where() or bool-promoting multiplies, and backward reuses m."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return torch.where(mask, x, 0.0).mul_(scale)
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        multiplier = keep.to(x.dtype).mul_(scale)
+        ctx.save_for_backward(multiplier)
+        return x * multiplier
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
+        (multiplier,) = ctx.saved_tensors
+        return grad * multiplier, None, None
 
 
 class Dropout(nn.Module):

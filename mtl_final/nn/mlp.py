@@ -25,7 +25,7 @@ def dense_stack(
         layers.append(make_layer(dim, units))
         if batch_norm:
             layers.append(nn.BatchNorm1d(units))
-        layers.append(build_activation(activation))
+        layers.append(build_activation(activation, inplace=True))
         if dropout > 0:
             layers.append(Dropout(dropout))
         dim = units

@@ -17,6 +17,7 @@ from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.train.metrics import auc, logloss
+from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import Trainer
 
 SPLITS = ("train", "valid", "test")
@@ -66,8 +67,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     """Train and evaluate one configuration; writes config.yaml, encoders.json, best.pt,
     last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict."""
     t = cfg["train"]
-    if t["num_threads"]:
-        torch.set_num_threads(int(t["num_threads"]))
+    configure_cpu(t["num_threads"])
     seed_everything(int(cfg["seed"]))
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from torch import nn
 from mtl_final.data.features import Batch
 from mtl_final.models.base import ModelOutput, RankingModel, entire_space_name
 from mtl_final.models.registry import register_model
-from mtl_final.nn.tower import Tower
+from mtl_final.nn.tower import Tower, run_towers
 
 
 def product_bce_with_logits(logit_a: torch.Tensor, logit_b: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,12 +72,7 @@ class ESMM(RankingModel):
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         h = self.flat_embedding(batch)
-        logits, aux = {}, {}
-        for name, tower in self.towers.items():
-            logits[name], kd = tower(h)
-            if kd is not None:
-                aux[f"kd/{name}"] = kd
-        return logits, aux
+        return run_towers(self.towers, h)
 
     def task_losses(self, out: ModelOutput, batch: Batch) -> dict[str, torch.Tensor]:
         """Entire-space losses (see the class docstring); every term averages over all rows."""

@@ -15,7 +15,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
-from mtl_final.nn.tower import Tower
+from mtl_final.nn.tower import Tower, run_towers
 
 
 @register_model("mmoe")
@@ -45,13 +45,7 @@ class MMoE(RankingModel):
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         x = self.flat_embedding(batch)
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, E, H]
-        logits, aux, gates = {}, {}, {}
-        for name, tower in self.towers.items():
-            g = torch.softmax(self.gates[name](x), dim=-1)  # [B, E]
-            gates[name] = g.detach()
-            mixed = torch.einsum("be,beh->bh", g, experts)
-            logits[name], kd = tower(mixed)
-            if kd is not None:
-                aux[f"kd/{name}"] = kd
-        self.last_gates = gates
-        return logits, aux
+        gates = {name: torch.softmax(gate(x), dim=-1) for name, gate in self.gates.items()}  # [B, E]
+        self.last_gates = {name: g.detach() for name, g in gates.items()}
+        mixed = {name: torch.einsum("be,beh->bh", g, experts) for name, g in gates.items()}
+        return run_towers(self.towers, mixed)

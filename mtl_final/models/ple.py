@@ -22,7 +22,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
-from mtl_final.nn.tower import Tower
+from mtl_final.nn.tower import Tower, run_towers
 
 
 class CGCLevel(nn.Module):
@@ -125,9 +125,4 @@ class PLE(RankingModel):
             if shared_g is not None:
                 shared_gates.append(shared_g.detach())
         self.last_task_gates, self.last_shared_gates = task_gates, shared_gates
-        logits, aux = {}, {}
-        for name, tower in self.towers.items():
-            logits[name], kd = tower(task_in[name])
-            if kd is not None:
-                aux[f"kd/{name}"] = kd
-        return logits, aux
+        return run_towers(self.towers, task_in)

@@ -13,7 +13,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
-from mtl_final.nn.tower import Tower
+from mtl_final.nn.tower import Tower, run_towers
 
 
 @register_model("shared_bottom")
@@ -50,9 +50,4 @@ class SharedBottom(RankingModel):
         h = self.flat_embedding(batch)
         if self.shared is not None:
             h = self.shared(h)
-        logits, aux = {}, {}
-        for name, tower in self.towers.items():
-            logits[name], kd = tower(h)
-            if kd is not None:
-                aux[f"kd/{name}"] = kd
-        return logits, aux
+        return run_towers(self.towers, h)

@@ -44,3 +44,17 @@ class Tower(nn.Module):
         logit = (logits[0] + logits[1]) / 2
         kd = self_distillation_loss(logits, logit) if self.kd and self.training else None
         return logit, kd
+
+
+def run_towers(
+    towers: nn.ModuleDict, inputs: torch.Tensor | dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Apply each task's Tower to the shared input [batch, d] (or to its own input, task → [batch, d]).
+
+    Returns (task → logit [batch], 'kd/<task>' → self-distillation loss for dual towers)."""
+    logits, aux = {}, {}
+    for name, tower in towers.items():
+        logits[name], kd = tower(inputs[name] if isinstance(inputs, dict) else inputs)
+        if kd is not None:
+            aux[f"kd/{name}"] = kd
+    return logits, aux

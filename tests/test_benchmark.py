@@ -60,6 +60,13 @@ def test_model_ids_are_the_twenty_in_paper_order() -> None:
     assert len(runner.MODEL_IDS) == 20
 
 
+# Frappe models without a deep part keep their BARS-tuned embedding regularizer: with the dataset's
+# 0.1 on whole tables they cannot grow their embeddings (measured; see results/frappe_x1.md notes).
+EMB_REG_EXCEPTIONS = {("frappe_x1", "LR"): 1e-5, ("frappe_x1", "FM"): 5e-6, ("frappe_x1", "AFM"): 1e-5,
+                      ("frappe_x1", "CIN"): 5e-4, ("frappe_x1", "CrossNet"): 1e-5,
+                      ("frappe_x1", "CrossNetV2"): 1e-5}
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("model_id", runner.MODEL_IDS)
 def test_every_benchmark_config_loads(dataset: str, model_id: str) -> None:
@@ -68,7 +75,8 @@ def test_every_benchmark_config_loads(dataset: str, model_id: str) -> None:
     m, b, t = cfg["model"], cfg["block"], cfg["train"]
     assert m["name"] == MODEL_NAME[model_id]
     # shared settings (paper_notes §3/§4)
-    assert m["embedding_dim"] == 10 and m["embedding_regularizer"] == EMB_REG[dataset]
+    expected_reg = EMB_REG_EXCEPTIONS.get((dataset, model_id), EMB_REG[dataset])
+    assert m["embedding_dim"] == 10 and m["embedding_regularizer"] == expected_reg
     assert (t["batch_size"], t["lr"], t["epochs"], t["patience"], t["monitor"]) == (4096, 1e-3, 100, 2, "ctr.auc")
     assert cfg["data"]["schema"] == f"configs/datasets/{dataset}.yaml"
     assert cfg["data"]["root"] == f"../shared/datasets/{dataset}"

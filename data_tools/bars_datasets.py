@@ -255,9 +255,10 @@ def get_dataset(name: str) -> DatasetInfo:
 
 
 # --------------------------------------------------------------------------- file checks
-def _scan(path: Path) -> tuple[str, int, int]:
-    """md5 hex digest, number of lines and size of a file, in one pass."""
-    h = hashlib.md5()
+def _scan(path: Path, with_md5: bool = True) -> tuple[str, int, int]:
+    """md5 hex digest ("" without `with_md5`), number of lines and size of a file, in one pass.
+    A last line without a newline counts (same as iterating the file in binary)."""
+    h = hashlib.md5() if with_md5 else None
     newlines = 0
     size = 0
     last = b""
@@ -266,12 +267,13 @@ def _scan(path: Path) -> tuple[str, int, int]:
             block = f.read(_BLOCK)
             if not block:
                 break
-            h.update(block)
+            if h is not None:
+                h.update(block)
             newlines += block.count(b"\n")
             size += len(block)
             last = block[-1:]
     lines = newlines + (1 if size and last != b"\n" else 0)
-    return h.hexdigest(), lines, size
+    return (h.hexdigest() if h is not None else ""), lines, size
 
 
 def _md5(path: Path) -> str:
@@ -672,18 +674,7 @@ def _fetch_artifacts(info: DatasetInfo, artifacts: Sequence[Artifact], out_dir: 
 # --------------------------------------------------------------------------- raw Criteo
 def _count_lines(path: Path) -> int:
     """Lines of a file, counting a last line without a newline (same as iterating it in binary)."""
-    n = 0
-    size = 0
-    last = b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(_BLOCK)
-            if not block:
-                break
-            n += block.count(b"\n")
-            size += len(block)
-            last = block[-1:]
-    return n + (1 if size and last != b"\n" else 0)
+    return _scan(path, with_md5=False)[1]
 
 
 def _split_sizes(n: int, splits: Sequence[float]) -> list[int]:

@@ -58,6 +58,35 @@ def test_afm_attention_sums_to_one_and_matches_double_loop():
         assert torch.allclose(out[n], expected, rtol=0, atol=1e-10)
 
 
+def test_afm_chunked_attention_gradients_match_autograd_reference(monkeypatch):
+    # The fused score recomputes the hidden layer chunk by chunk in backward; 7 pairs x 3 rows = 21
+    # rows with 4-row chunks exercises a ragged last chunk. Reference: plain autograd on the layers.
+    import mtl_final.nn.afm as afm_module
+
+    monkeypatch.setattr(afm_module, "ATTENTION_CHUNK_ROWS", 4)
+    torch.manual_seed(1)
+    layer = AttentionalPairwise(num_fields=7, embedding_dim=5, attention_dim=6).double()
+    for p in layer.parameters():
+        torch.nn.init.normal_(p)
+    emb = _emb(b=3, f=7, d=5).requires_grad_(True)
+    (layer(emb) * torch.arange(1.0, 4.0, dtype=torch.float64)).sum().backward()
+    fused = [emb.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+    emb.grad = None
+    layer.zero_grad()
+    products = layer.pair_products(emb)
+    scores = layer.score(torch.relu(layer.attention(products))).squeeze(-1)
+    pooled = (torch.softmax(scores, dim=1).unsqueeze(-1) * products).sum(dim=1)
+    (layer.projection(pooled).squeeze(-1) * torch.arange(1.0, 4.0, dtype=torch.float64)).sum().backward()
+    reference = [emb.grad] + [p.grad for p in layer.parameters()]
+    for got, want in zip(fused, reference):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b, h: afm_module._AttentionScore.apply(x, w, b, h, 4),
+        tuple(torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in ((10, 5), (6, 5), (6,), (6,))),
+    )
+
+
 def test_cin_matches_loop_reference_and_width():
     torch.manual_seed(0)
     x0 = _emb(b=2, f=3, d=4)

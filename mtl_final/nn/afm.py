@@ -11,6 +11,47 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+ATTENTION_CHUNK_ROWS = 2048
+
+
+class _AttentionScore(torch.autograd.Function):
+    """s = ReLU(P Wᵀ + b) h for P [N, D], W [A, D], b [A], h [A] → s [N].
+
+    The [N, A] hidden layer is the only large tensor in AFM (N = batch · pairs). It is computed in
+    row chunks that stay in cache and recomputed in backward instead of being stored, which is
+    ~3x faster on CPU than letting autograd keep it (measured on Frappe: 45 pairs, A = 128).
+    """
+
+    @staticmethod
+    def forward(ctx, products, weight, bias, h, chunk_rows):
+        weight_t = weight.t().contiguous()  # [D, A]
+        out = products.new_empty(products.shape[0])
+        for start in range(0, products.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            hidden = torch.addmm(bias, products[rows], weight_t).relu_()
+            torch.mv(hidden, h, out=out[rows])
+        ctx.save_for_backward(products, weight_t, bias, h)
+        ctx.chunk_rows = chunk_rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # Products are arranged so that BLAS sees long inner dimensions: on CPU, [A, n] @ [n, D]
+        # runs ~5x slower than [D, n] @ [n, A] for the same numbers, hence the transposed buffers.
+        products, weight_t, bias, h = ctx.saved_tensors
+        grad_products = torch.empty_like(products)
+        grad_weight_t, grad_bias, grad_h = torch.zeros_like(weight_t), torch.zeros_like(bias), torch.zeros_like(h)
+        grad_out = grad_out.contiguous()
+        for start in range(0, products.shape[0], ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            hidden = torch.addmm(bias, products[rows], weight_t).relu_()
+            grad_h.addmv_(hidden.t(), grad_out[rows])
+            grad_hidden = torch.ops.aten.threshold_backward(torch.outer(grad_out[rows], h), hidden, 0)
+            grad_weight_t.addmm_(products[rows].t(), grad_hidden)
+            grad_bias.add_(grad_hidden.sum(dim=0))
+            grad_products[rows] = torch.mm(weight_t, grad_hidden.t()).t()
+        return grad_products, grad_weight_t.t(), grad_bias, grad_h, None
+
 
 class AttentionalPairwise(nn.Module):
     """AFM's attention-pooled pairwise term.  [batch, fields, dim] → [batch].
@@ -43,8 +84,12 @@ class AttentionalPairwise(nn.Module):
 
     def attention_weights(self, products: torch.Tensor) -> torch.Tensor:
         """softmax_ij(h^T ReLU(W p_ij + b)).  [batch, pairs, dim] → [batch, pairs] (rows sum to 1)."""
-        scores = self.score(torch.relu(self.attention(products))).squeeze(-1)
-        return torch.softmax(scores, dim=1)
+        b, pairs, dim = products.shape
+        scores = _AttentionScore.apply(
+            products.reshape(b * pairs, dim), self.attention.weight, self.attention.bias, self.score.weight[0],
+            ATTENTION_CHUNK_ROWS,
+        )
+        return torch.softmax(scores.view(b, pairs), dim=1)
 
     def forward(self, emb: torch.Tensor, return_weights: bool = False):
         """[batch, fields, dim] → [batch] (and the attention weights [batch, pairs] if asked)."""

@@ -44,7 +44,10 @@ def main() -> None:
     trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None)
     loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"])
 
+    split_times: list[tuple[float, float]] = []
+
     def epoch(e: int) -> None:
+        start = time.perf_counter()
         loader.set_epoch(e)
         trainer.model.train()
         for batch in loader:
@@ -54,7 +57,9 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg["train"]["grad_clip_norm"], foreach=True)
             trainer.optimizer.step()
+        trained = time.perf_counter()
         trainer.evaluate(valid)
+        split_times.append((trained - start, time.perf_counter() - trained))
 
     epoch(0)
     if args.profile:
@@ -64,6 +69,7 @@ def main() -> None:
             epoch(99)
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=40))
     times = []
+    split_times.clear()
     for e in range(1, args.epochs + 1):
         start = time.perf_counter()
         epoch(e)
@@ -72,6 +78,8 @@ def main() -> None:
     result = {
         "config": args.config, "threads": args.threads, "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
+        "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),
+        "median_valid_eval_seconds": round(sorted(v for _, v in split_times)[len(times) // 2], 3),
         "train_rows": int(train.cat.shape[0]), "valid_rows": int(valid.cat.shape[0]),
         "train_samples_per_s_at_median": round(train.cat.shape[0] / median),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

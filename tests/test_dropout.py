@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtl_final.nn.dropout import Dropout, keep_mask
+from mtl_final.nn.dropout import Dropout, ReLUDropout, keep_mask
 
 
 def test_drop_rate_and_scaling():
@@ -48,3 +48,34 @@ def test_eval_identity_seeded_determinism_and_bad_p():
     assert torch.equal(a, layer(x))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         Dropout(1.0)
+
+
+def test_fused_relu_dropout_equals_relu_then_dropout_values_and_gradients():
+    # Same seed → same draws: the fused module must reproduce ReLU(inplace) → Dropout bit for bit,
+    # in the forward pass and in the gradient (zero where ReLU cut or the mask dropped).
+    x0 = torch.randn(300, 70, dtype=torch.float64)
+    outs, grads = [], []
+    for fused in (False, True):
+        x = x0.clone().requires_grad_(True)
+        h = x * 1.0  # a non-leaf, as after BatchNorm
+        torch.manual_seed(5)
+        y = ReLUDropout(0.3)(h) if fused else Dropout(0.3)(torch.relu(h))
+        (y * torch.arange(70, dtype=torch.float64)).sum().backward()
+        outs.append(y.detach())
+        grads.append(x.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    assert (outs[1] == 0).double().mean().item() == pytest.approx(1 - 0.7 * 0.5, abs=0.02)
+
+
+def test_fused_relu_dropout_eval_is_relu_and_dense_stack_uses_it():
+    from mtl_final.nn.mlp import MLPBlock
+
+    layer = ReLUDropout(0.5).eval()
+    x = torch.tensor([[-1.0, 2.0]])
+    assert torch.equal(layer(x), torch.tensor([[0.0, 2.0]]))
+    kinds = [type(m).__name__ for m in MLPBlock(4, [3], dropout=0.1).layers]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLUDropout"]
+    kinds = [type(m).__name__ for m in MLPBlock(4, [3], activation="tanh", dropout=0.1).layers]
+    assert kinds == ["Linear", "BatchNorm1d", "Tanh", "Dropout"]
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        ReLUDropout(-0.1)

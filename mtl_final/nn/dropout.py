@@ -15,14 +15,23 @@ from torch import nn
 _LEVELS = 1 << 15
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Bool mask of `shape`, True with probability 1 - round(p·32768)/32768."""
+def _uniform15(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """int16 tensor of `shape`, uniform on [0, 32768), four lanes per 64-bit draw."""
     numel = 1
     for size in shape:
         numel *= size
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_()
-    uniform15 = words.view(torch.int16)[:numel].view(shape) & (_LEVELS - 1)  # random_ leaves bit 63 zero
-    return uniform15 >= round(p * _LEVELS)
+    return words.view(torch.int16)[:numel].view(shape) & (_LEVELS - 1)  # random_ leaves bit 63 zero
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask of `shape`, True with probability 1 - round(p·32768)/32768."""
+    return _uniform15(shape, device) >= round(p * _LEVELS)
+
+
+def drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """~keep_mask: True with probability round(p·32768)/32768 (same draws, same RNG use)."""
+    return _uniform15(shape, device) < round(p * _LEVELS)
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -57,6 +66,52 @@ class Dropout(nn.Module):
             return F.dropout(x, self.p, training=True)
         keep = 1.0 - round(self.p * _LEVELS) / _LEVELS
         return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """out = ReLU(x) · scale where not dropped, computed in place in x.
+
+    Kept outputs are exactly the positive ones, so backward needs only `out`:
+    grad_x = grad · scale where out > 0, else 0. No float mask is built or stored."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.mark_dirty(x)
+        out = x.relu_().masked_fill_(drop, 0.0).mul_(scale)
+        ctx.save_for_backward(out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0).mul_(ctx.scale), None, None
+
+
+class ReLUDropout(nn.Module):
+    """In-place ReLU followed by inverted dropout, as one step: [*] → [*].
+
+    Same values and the same random draws as nn.ReLU(inplace=True) followed by Dropout(p), in
+    two in-place passes instead of four tensor-sized ones; the building block of every dense
+    stack with ReLU and dropout. Like the in-place ReLU, it overwrites its input, so it must
+    follow a layer whose backward does not need its output (Linear, BatchNorm, FINAL)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x.relu_()
+        if x.device.type != "cpu":
+            return F.dropout(x.relu_(), self.p, training=True, inplace=True)
+        keep = 1.0 - round(self.p * _LEVELS) / _LEVELS
+        return _ReLUDropout.apply(x, drop_mask(x.shape, self.p, x.device), 1.0 / keep)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

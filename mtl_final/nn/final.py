@@ -10,6 +10,43 @@ from mtl_final.nn.activations import build_activation
 from mtl_final.nn.mlp import dense_stack
 
 
+class _ConcatSteps(torch.autograd.Function):
+    """[h_1, ..., h_N] with h_1 = z_1, h_i = h_{i-1} ⊙ z_i, for z = [z_1 | ... | z_N]: the
+    "concat" aggregation with identity σ, written straight into one output buffer.
+
+    Autograd would store every h_i, concatenate them, and in backward split, multiply, add and
+    concatenate again; here forward writes each h_i once and backward writes each z-gradient
+    slice once (h_i recomputed from z for N > 2). Shapes: [batch, N·step] → [batch, N·step]."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, num_steps: int) -> torch.Tensor:
+        zs = z.chunk(num_steps, dim=-1)
+        out = torch.empty_like(z)
+        hs = out.chunk(num_steps, dim=-1)
+        hs[0].copy_(zs[0])
+        for i in range(1, num_steps):
+            torch.mul(hs[i - 1], zs[i], out=hs[i])
+        ctx.save_for_backward(z)
+        ctx.num_steps = num_steps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        n = ctx.num_steps
+        zs, gs = z.chunk(n, dim=-1), grad.chunk(n, dim=-1)
+        hs = [zs[0]]
+        for i in range(1, n - 1):
+            hs.append(hs[-1] * zs[i])
+        grad_z = torch.empty_like(z)
+        grad_zs = grad_z.chunk(n, dim=-1)
+        running = gs[n - 1]  # dL/dh_i in total, from h_i's own slot and from h_{i+1}
+        for i in range(n - 1, 0, -1):
+            torch.mul(running, hs[i - 1], out=grad_zs[i])
+            running = torch.addcmul(gs[i - 1], running, zs[i], out=grad_zs[0] if i == 1 else None)
+        return grad_z, None
+
+
 class FactorizedInteraction(nn.Module):
     """One FINAL layer: N multiplicative steps replacing a Linear.
 
@@ -50,6 +87,8 @@ class FactorizedInteraction(nn.Module):
         self.sigma = build_activation(sigma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.aggregation == "concat" and self.num_steps > 1 and isinstance(self.sigma, nn.Identity):
+            return _ConcatSteps.apply(self.linear(x), self.num_steps)
         z = self.linear(x).split(self.step_dim, dim=-1)
         h = z[0]
         steps = [h]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mtl_final.nn.activations import build_activation
-from mtl_final.nn.dropout import Dropout
+from mtl_final.nn.dropout import Dropout, ReLUDropout
 
 
 def dense_stack(
@@ -18,16 +18,20 @@ def dense_stack(
     dropout: float,
     batch_norm: bool,
 ) -> tuple[nn.Sequential, int]:
-    """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim)."""
+    """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim).
+    ReLU + dropout is one fused in-place module (ReLUDropout)."""
     layers: list[nn.Module] = []
     dim = in_dim
     for units in hidden_units:
         layers.append(make_layer(dim, units))
         if batch_norm:
             layers.append(nn.BatchNorm1d(units))
-        layers.append(build_activation(activation, inplace=True))
-        if dropout > 0:
-            layers.append(Dropout(dropout))
+        if activation.lower() == "relu" and dropout > 0:
+            layers.append(ReLUDropout(dropout))
+        else:
+            layers.append(build_activation(activation, inplace=True))
+            if dropout > 0:
+                layers.append(Dropout(dropout))
         dim = units
     return nn.Sequential(*layers), dim
 

@@ -80,6 +80,23 @@ def test_fused_concat_steps_match_autograd_reference_in_values_and_gradients(num
     assert torch.autograd.gradcheck(lambda t: _ConcatSteps.apply(t, num_steps), (z,))
 
 
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_one_step_block_is_an_mlp_and_trains_with_inplace_activation(batch_norm):
+    # N = 1 is a Linear; without BatchNorm the in-place ReLU(+dropout) acts on the layer's output
+    # directly, which must not be a view autograd forbids modifying.
+    from mtl_final.nn.mlp import MLPBlock
+
+    torch.manual_seed(0)
+    final = FinalBlock(5, [4, 3], num_steps=1, dropout=0.1, batch_norm=batch_norm).eval()
+    mlp = MLPBlock(5, [4, 3], dropout=0.1, batch_norm=batch_norm).eval()
+    mlp.load_state_dict({k.replace(".linear", ""): v for k, v in final.state_dict().items()})
+    x = torch.randn(6, 5, requires_grad=True)
+    assert torch.allclose(final(x), mlp(x), atol=1e-12)
+    final.train()
+    final(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_concat_needs_divisible_width():
     with pytest.raises(ValueError, match="multiple of 3"):
         FactorizedInteraction(4, 10, num_steps=3, aggregation="concat")

@@ -87,7 +87,9 @@ class FactorizedInteraction(nn.Module):
         self.sigma = build_activation(sigma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.aggregation == "concat" and self.num_steps > 1 and isinstance(self.sigma, nn.Identity):
+        if self.num_steps == 1:  # a plain Linear; not a split view, so in-place activations may follow
+            return self.linear(x)
+        if self.aggregation == "concat" and isinstance(self.sigma, nn.Identity):
             return _ConcatSteps.apply(self.linear(x), self.num_steps)
         z = self.linear(x).split(self.step_dim, dim=-1)
         h = z[0]

@@ -352,3 +352,20 @@ def test_paper_numbers_cover_every_model_and_dataset() -> None:
     assert paper_numbers.paper_auc("criteo_x1", "DCN_FINAL") == (81.48, "Table 2")
     assert paper_numbers.paper_auc("avazu_x1", "MLP") == (76.30, "Table 2")
     assert paper_numbers.paper_auc("tiny", "LR") is None
+
+
+def test_readme_results_section_matches_the_committed_reports():
+    # README's Results tables are generated from results/*.md and the speed JSON; after a report is
+    # regenerated, `python benchmarks/readme_results.py` must be re-run (this test says so).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", REPO_ROOT / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    expected = module.results_section()
+    assert readme[readme.index(module.MARKER):] == expected, "run: python benchmarks/readme_results.py"
+    frappe_table = module.first_table((REPO_ROOT / "results" / "frappe_x1.md").read_text(encoding="utf-8"))
+    assert frappe_table.splitlines()[0].startswith("| model | n | seeds | test AUC")
+    with pytest.raises(SystemExit, match="no section"):
+        module.section("# title\n\nbody\n", "## Missing")

@@ -26,6 +26,9 @@ class CIN(RankingModel):
         self.cin = CompressedInteraction(features.num_fields, cfg["model"]["cin_hidden_units"])
         self.cin_head = nn.Linear(self.cin.output_dim, 1)
 
+    def explicit_logit(self, batch: Batch, emb: torch.Tensor) -> torch.Tensor:
+        """LR(x) + Linear(CIN(emb)): embeddings [batch, F, D] → [batch] (shared with xDeepFM)."""
+        return self.first_order(batch) + self.cin_head(self.cin(emb)).squeeze(-1)
+
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        logit = self.first_order(batch) + self.cin_head(self.cin(self.embedding(batch))).squeeze(-1)
-        return {self.task_names[0]: logit}, {}
+        return {self.task_names[0]: self.explicit_logit(batch, self.embedding(batch))}, {}

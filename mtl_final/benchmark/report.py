@@ -139,7 +139,7 @@ def _table(dataset: str, stats: dict[str, ModelStats]) -> list[str]:
             diff_txt = f"{diff:+.3f}"
             flag = f"⚠ >{FLAG_THRESHOLD}" if abs(diff) > FLAG_THRESHOLD else ""
         lines.append(
-            f"| {s.model} | {s.n} | {','.join(map(str, s.seeds))} "
+            f"| {s.model} | {s.n} | {','.join(map(str, sorted(s.seeds)))} "
             f"| {format_mean_std(s.test_auc, 100, 3)} | {format_mean_std(s.test_logloss, 1, 4)} "
             f"| {format_mean_std(s.valid_auc, 100, 3)} | {paper_txt} | {diff_txt} | {flag} "
             f"| {statistics.fmean(s.best_epoch):.1f} | {statistics.fmean(s.seconds):.1f} |"

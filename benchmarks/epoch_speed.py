@@ -44,9 +44,8 @@ def main() -> None:
     trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None)
     loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"])
 
-    split_times: list[tuple[float, float]] = []
-
-    def epoch(e: int) -> None:
+    def epoch(e: int) -> tuple[float, float]:
+        """One epoch of training, then the valid evaluation; returns (train s, eval s)."""
         start = time.perf_counter()
         loader.set_epoch(e)
         trainer.model.train()
@@ -59,7 +58,7 @@ def main() -> None:
             trainer.optimizer.step()
         trained = time.perf_counter()
         trainer.evaluate(valid)
-        split_times.append((trained - start, time.perf_counter() - trained))
+        return trained - start, time.perf_counter() - trained
 
     epoch(0)
     if args.profile:
@@ -68,12 +67,8 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             epoch(99)
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=40))
-    times = []
-    split_times.clear()
-    for e in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        epoch(e)
-        times.append(time.perf_counter() - start)
+    split_times = [epoch(e) for e in range(1, args.epochs + 1)]
+    times = [t + v for t, v in split_times]
     median = sorted(times)[len(times) // 2]
     result = {
         "config": args.config, "threads": args.threads, "median_seconds_per_epoch": round(median, 3),

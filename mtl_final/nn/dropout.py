@@ -64,8 +64,11 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
-        keep = 1.0 - round(self.p * _LEVELS) / _LEVELS
-        return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / keep)
+        return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), self.keep_scale())
+
+    def keep_scale(self) -> float:
+        """1 / P(keep) with p quantised to k/32768, as the CPU masks draw it."""
+        return 1.0 / (1.0 - round(self.p * _LEVELS) / _LEVELS)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -91,7 +94,7 @@ class _ReLUDropout(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad, out, 0).mul_(ctx.scale), None, None
 
 
-class ReLUDropout(nn.Module):
+class ReLUDropout(Dropout):
     """In-place ReLU followed by inverted dropout, as one step: [*] → [*].
 
     Same values and the same random draws as nn.ReLU(inplace=True) followed by Dropout(p), in
@@ -99,19 +102,9 @@ class ReLUDropout(nn.Module):
     stack with ReLU and dropout. Like the in-place ReLU, it overwrites its input, so it must
     follow a layer whose backward does not need its output (Linear, BatchNorm, FINAL)."""
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x.relu_()
         if x.device.type != "cpu":
             return F.dropout(x.relu_(), self.p, training=True, inplace=True)
-        keep = 1.0 - round(self.p * _LEVELS) / _LEVELS
-        return _ReLUDropout.apply(x, drop_mask(x.shape, self.p, x.device), 1.0 / keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return _ReLUDropout.apply(x, drop_mask(x.shape, self.p, x.device), self.keep_scale())

@@ -97,8 +97,6 @@ class FactorizedInteraction(nn.Module):
         for z_i in z[1:]:
             h = h * self.sigma(z_i)
             steps.append(h)
-        if len(steps) == 1:
-            return h
         if self.aggregation == "concat":
             return torch.cat(steps, dim=-1)
         return torch.stack(steps, dim=0).sum(dim=0)

@@ -15,6 +15,7 @@ from mtl_final.benchmark import paper_numbers, report, runner
 from mtl_final.benchmark.__main__ import main
 from mtl_final.config import load_config
 from mtl_final.models import build_model
+from tests.benchmark_checks import assert_rerun_runs_nothing
 from tests.model_fixtures import tasks, tiny_batch, tiny_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -185,13 +186,7 @@ def test_runner_runs_cells_resumes_and_retries(tiny: dict[str, Path], monkeypatc
     assert (tiny["out"] / "tiny.md").is_file()
 
     # second invocation: every cell is in the CSV, nothing may run, the CSV is untouched
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("run_experiment called on a finished cell")
-
-    before = csv_file.read_bytes()
-    monkeypatch.setattr(runner, "run_experiment", must_not_run)
-    assert main(_argv(tiny)) == 0
-    assert csv_file.read_bytes() == before
+    before = assert_rerun_runs_nothing(monkeypatch, csv_file, _argv(tiny))
 
     # delete one row: only that cell runs again, with the config of its seed and the overrides
     lines = before.decode().splitlines(keepends=True)

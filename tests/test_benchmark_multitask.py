@@ -15,6 +15,7 @@ from mtl_final.benchmark import report, runner
 from mtl_final.benchmark.__main__ import main
 from mtl_final.config import load_config
 from mtl_final.models import build_model
+from tests.benchmark_checks import assert_rerun_runs_nothing
 from tests.model_fixtures import tasks, tiny_batch, tiny_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,13 +209,7 @@ def test_grid_runs_cells_writes_csv_and_resumes(tiny: dict[str, Path], monkeypat
     assert len(logged) == 1 and "--grid" in logged[0][3]
 
     # second invocation: every cell is in the CSV, nothing may run, the CSV is untouched
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("run_experiment called on a finished cell")
-
-    before = csv_file.read_bytes()
-    monkeypatch.setattr(runner, "run_experiment", must_not_run)
-    assert main(_argv(tiny)) == 0
-    assert csv_file.read_bytes() == before
+    before = assert_rerun_runs_nothing(monkeypatch, csv_file, _argv(tiny))
 
     # delete one row: only that cell runs again, with its variant's overrides, and is appended
     lines = before.decode().splitlines(keepends=True)

@@ -9,12 +9,36 @@ from mtl_final.data.features import Batch, FeatureSpec
 EMBEDDING_INIT_STD = 1e-4
 
 
+class _LookupRows(torch.autograd.Function):
+    """table[index] whose backward scatters with index_add_ and zeroes the padding rows.
+
+    Same sums in the same order as the built-in embedding backward (bit for bit), which on CPU
+    calls a BLAS axpy per looked-up row: 2.3 vs 0.8 ms for 40,960 rows of width 10.
+    Shapes: table [rows, dim], index [*] → [*, dim]."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, padding_rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index, padding_rows)
+        ctx.table_shape = table.shape
+        return nn.functional.embedding(index, table)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, padding_rows = ctx.saved_tensors
+        rows, dim = ctx.table_shape
+        if grad.device.type == "cpu":
+            grad_table = grad.new_zeros(rows, dim).index_add_(0, index.reshape(-1), grad.reshape(-1, dim))
+        else:  # index_add_ uses atomics (run-to-run noise) on GPUs; the built-in backward does not
+            grad_table = torch.ops.aten.embedding_dense_backward(grad, index, rows, -1, False)
+        return grad_table.index_fill_(0, padding_rows, 0.0), None, None
+
+
 class FeatureEmbedding(nn.Module):
     """All fields of a batch → field embeddings [batch, fields, dim].
 
     Categorical fields share ONE table with per-field offsets (one gather instead of one
     lookup per field). Each field keeps its own padding row (its index 0), which stays
-    zero: it is zeroed at init and its gradient is masked. A numeric field f is embedded
+    zero: it is zeroed at init and its lookup gradient is masked. A numeric field f is embedded
     as value · w_f. Output order: categorical fields, then numeric fields.
     """
 
@@ -28,11 +52,7 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("padding_rows", offsets.clone(), persistent=False)
         self.table = nn.Embedding(max(sum(sizes), 1), dim)
         self.numeric = nn.Parameter(torch.empty(len(features.numeric), dim))
-        self.table.weight.register_hook(self._mask_padding_grad)
         self.reset_parameters()
-
-    def _mask_padding_grad(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad.index_fill(0, self.padding_rows, 0.0) if self.padding_rows.numel() else grad
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -49,7 +69,7 @@ class FeatureEmbedding(nn.Module):
         """Batch → [batch, fields, dim]."""
         parts = []
         if self.offsets.numel():
-            parts.append(self.table(batch.cat + self.offsets))
+            parts.append(_LookupRows.apply(self.table.weight, batch.cat + self.offsets, self.padding_rows))
         if self.numeric.shape[0]:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

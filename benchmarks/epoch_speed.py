@@ -43,6 +43,7 @@ def main() -> None:
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
     trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None)
     loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"])
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
 
     def epoch(e: int) -> tuple[float, float]:
         """One epoch of training, then the valid evaluation; returns (train s, eval s)."""
@@ -50,12 +51,7 @@ def main() -> None:
         loader.set_epoch(e)
         trainer.model.train()
         for batch in loader:
-            out = trainer.model(batch)
-            loss, _ = trainer.model.loss(out, batch)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg["train"]["grad_clip_norm"], foreach=True)
-            trainer.optimizer.step()
+            trainer.train_step(batch, params)
         trained = time.perf_counter()
         trainer.evaluate(valid)
         return trained - start, time.perf_counter() - trained
@@ -71,7 +67,7 @@ def main() -> None:
     times = [t + v for t, v in split_times]
     median = sorted(times)[len(times) // 2]
     result = {
-        "config": args.config, "threads": args.threads, "median_seconds_per_epoch": round(median, 3),
+        "config": args.config, "threads": args.threads, "precision": cfg["train"]["precision"], "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),
         "median_valid_eval_seconds": round(sorted(v for _, v in split_times)[len(times) // 2], 3),

@@ -113,6 +113,7 @@ DEFAULTS: dict[str, Any] = {
         "patience": 2,
         "grad_clip_norm": 10.0,
         "num_threads": 0,  # 0 = torch default
+        "precision": "fp32",  # fp32 | bf16 (autocast: matmuls in bfloat16, weights/heads/losses float32)
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "progress": True,
         "tensorboard": True,
@@ -135,6 +136,7 @@ CHOICES: dict[str, list[Any]] = {
     "data.invalid_funnel_rows": ["error", "drop"],
     "train.optimizer": ["adam", "adamw", "sgd"],
     "train.monitor_mode": ["max", "min"],
+    "train.precision": ["fp32", "bf16"],
 }
 
 # Dicts whose keys are data, not config keys: not key-checked inside. The value is the type every

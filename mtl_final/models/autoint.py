@@ -9,6 +9,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.logit_head import LogitHead
 from mtl_final.nn.self_attention import MultiHeadSelfAttention
 
 
@@ -41,11 +42,11 @@ class AutoInt(RankingModel):
             layers.append(layer)
             dim = layer.output_dim
         self.attention = nn.Sequential(*layers)
-        self.head = nn.Linear(features.num_fields * dim, 1)
+        self.head = LogitHead(features.num_fields * dim)
         self.block = self.block_head = None
         if m["use_deep"]:
             self.block = build_block_from_config(cfg["block"], features.num_fields * self.embedding_dim)
-            self.block_head = nn.Linear(self.block.output_dim, 1)
+            self.block_head = LogitHead(self.block.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         emb = self.embedding(batch)

@@ -9,6 +9,7 @@ from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.cin import CompressedInteraction
 from mtl_final.nn.fm import LogisticRegression
+from mtl_final.nn.logit_head import LogitHead
 
 
 @register_model("cin")
@@ -24,7 +25,7 @@ class CIN(RankingModel):
         super().__init__(features, tasks, cfg)
         self.first_order = LogisticRegression(features)
         self.cin = CompressedInteraction(features.num_fields, cfg["model"]["cin_hidden_units"])
-        self.cin_head = nn.Linear(self.cin.output_dim, 1)
+        self.cin_head = LogitHead(self.cin.output_dim)
 
     def explicit_logit(self, batch: Batch, emb: torch.Tensor) -> torch.Tensor:
         """LR(x) + Linear(CIN(emb)): embeddings [batch, F, D] → [batch] (shared with xDeepFM)."""

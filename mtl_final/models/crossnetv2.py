@@ -8,6 +8,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.cross import CrossNetV2
+from mtl_final.nn.logit_head import LogitHead
 
 
 @register_model("crossnetv2")
@@ -21,7 +22,7 @@ class CrossNetV2Model(RankingModel):
         super().__init__(features, tasks, cfg)
         flat_dim = features.num_fields * self.embedding_dim
         self.cross = CrossNetV2(flat_dim, cfg["model"]["num_cross_layers"])
-        self.head = nn.Linear(flat_dim, 1)
+        self.head = LogitHead(flat_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         logit = self.head(self.cross(self.flat_embedding(batch))).squeeze(-1)

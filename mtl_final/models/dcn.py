@@ -9,6 +9,7 @@ from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.cross import CrossNet
+from mtl_final.nn.logit_head import LogitHead
 
 
 @register_model("dcn")
@@ -23,7 +24,7 @@ class DCN(RankingModel):
         flat_dim = features.num_fields * self.embedding_dim
         self.cross = CrossNet(flat_dim, cfg["model"]["num_cross_layers"])
         self.block = build_block_from_config(cfg["block"], flat_dim)
-        self.head = nn.Linear(flat_dim + self.block.output_dim, 1)
+        self.head = LogitHead(flat_dim + self.block.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         x0 = self.flat_embedding(batch)

@@ -10,6 +10,7 @@ from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.cross import CrossNetV2
+from mtl_final.nn.logit_head import LogitHead
 
 STRUCTURES = ("parallel", "stacked")
 
@@ -33,7 +34,7 @@ class DCNv2(RankingModel):
         self.cross = CrossNetV2(flat_dim, m["num_cross_layers"])
         self.block = build_block_from_config(cfg["block"], flat_dim)
         head_dim = self.block.output_dim if self.stacked else flat_dim + self.block.output_dim
-        self.head = nn.Linear(head_dim, 1)
+        self.head = LogitHead(head_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         x0 = self.flat_embedding(batch)

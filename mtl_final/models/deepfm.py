@@ -9,6 +9,7 @@ from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.fm import FMInteraction, LogisticRegression
+from mtl_final.nn.logit_head import LogitHead
 
 
 @register_model("deepfm")
@@ -26,7 +27,7 @@ class DeepFM(RankingModel):
         self.first_order = LogisticRegression(features)
         self.fm = FMInteraction()
         self.block = build_block_from_config(cfg["block"], features.num_fields * self.embedding_dim)
-        self.head = nn.Linear(self.block.output_dim, 1)
+        self.head = LogitHead(self.block.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         emb = self.embedding(batch)

@@ -9,6 +9,7 @@ from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.field_gate import FieldGate
+from mtl_final.nn.logit_head import LogitHead
 from mtl_final.nn.tower import self_distillation_loss
 
 
@@ -37,11 +38,11 @@ class FINAL(RankingModel):
         flat_dim = features.num_fields * self.embedding_dim
         self.field_gate = FieldGate(features.num_fields) if m["field_gate"] else None
         self.block1 = build_block_from_config(cfg["block"], 2 * flat_dim if self.field_gate else flat_dim)
-        self.head1 = nn.Linear(self.block1.output_dim, 1)
+        self.head1 = LogitHead(self.block1.output_dim)
         self.block2 = self.head2 = None
         if m["num_blocks"] == 2:
             self.block2 = build_block_from_config(cfg["block"], flat_dim, **m["block2"])
-            self.head2 = nn.Linear(self.block2.output_dim, 1)
+            self.head2 = LogitHead(self.block2.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         emb = self.embedding(batch)

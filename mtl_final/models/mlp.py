@@ -8,6 +8,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.logit_head import LogitHead
 
 
 @register_model("mlp")
@@ -17,7 +18,7 @@ class MLP(RankingModel):
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         self.block = build_block_from_config(cfg["block"], features.num_fields * self.embedding_dim)
-        self.head = nn.Linear(self.block.output_dim, 1)
+        self.head = LogitHead(self.block.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         logit = self.head(self.block(self.flat_embedding(batch))).squeeze(-1)

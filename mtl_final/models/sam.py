@@ -9,6 +9,7 @@ from mtl_final.config import register_model_defaults
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
+from mtl_final.nn.logit_head import LogitHead
 from mtl_final.nn.self_attention import SAM_INTERACTIONS, SAMInteraction
 
 AGGREGATIONS = ("concat", "weighted_pooling", "mean_pooling", "sum_pooling")
@@ -45,7 +46,7 @@ class SAM(RankingModel):
         self.aggregation = m["aggregation"]
         p = self.interaction.output_fields
         self.pool_weights = nn.Parameter(torch.ones(p)) if self.aggregation == "weighted_pooling" else None
-        self.head = nn.Linear(p * self.embedding_dim if self.aggregation == "concat" else self.embedding_dim, 1)
+        self.head = LogitHead(p * self.embedding_dim if self.aggregation == "concat" else self.embedding_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         out = self.interaction(self.embedding(batch))  # [B, P, D]

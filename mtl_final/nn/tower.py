@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.logit_head import LogitHead
 
 
 def self_distillation_loss(block_logits: list[torch.Tensor], teacher_logit: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,7 @@ class Tower(nn.Module):
         self.blocks = nn.ModuleList(
             build_block_from_config(section, in_dim) for _ in range(2 if self.dual else 1)
         )
-        self.heads = nn.ModuleList(nn.Linear(block.output_dim, 1) for block in self.blocks)
+        self.heads = nn.ModuleList(LogitHead(block.output_dim) for block in self.blocks)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [batch, in_dim] → (logit [batch], kd loss scalar or None)."""

@@ -3,7 +3,9 @@
 Adam; evaluate on valid every epoch (or every k steps); monitor a valid metric; on no
 improvement lr ← max(lr·factor, min_lr) and count; stop after `patience` non-improving
 evaluations; reload the best weights. Gradient norm clipping, whole-table embedding L2
-(in the model's loss), TensorBoard scalars and atomic checkpoints.
+(in the model's loss), TensorBoard scalars and atomic checkpoints. train.precision=bf16 runs the
+forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
+logits and losses stay float32.
 """
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ class Trainer:
         self.log = log
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
+        self.bf16 = self.t["precision"] == "bf16"
+        if self.bf16 and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
+                "it will be slower than fp32, not faster")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
         self.writer = None
@@ -69,6 +75,10 @@ class Trainer:
         self.stopping_steps = 0
         self.history: list[dict[str, Any]] = []
 
+    def autocast(self) -> torch.autocast:
+        """The forward-pass precision context of train.precision (a no-op for fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     # --- evaluation -------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, data: Any) -> dict[str, np.ndarray]:
@@ -76,7 +86,8 @@ class Trainer:
         self.model.eval()
         chunks: dict[str, list[torch.Tensor]] = {}
         for batch in BatchLoader(data, self.t["eval_batch_size"], shuffle=False):
-            out = self.model(batch.to(self.device))
+            with self.autocast():
+                out = self.model(batch.to(self.device))
             for name, p in out.probs.items():
                 chunks.setdefault(name, []).append(p.float().cpu())
         return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
@@ -101,14 +112,7 @@ class Trainer:
             running = torch.zeros((), device=self.device)
             n_steps = 0
             for batch in self._progress(loader, epoch):
-                batch = batch.to(self.device)
-                out = self.model(batch)
-                loss, parts = self.model.loss(out, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t["grad_clip_norm"]:
-                    nn.utils.clip_grad_norm_(params, t["grad_clip_norm"], foreach=True)
-                self.optimizer.step()
+                loss, parts = self.train_step(batch.to(self.device), params)
                 self.global_step += 1
                 n_steps += 1
                 running += loss.detach()
@@ -135,6 +139,19 @@ class Trainer:
         if self.writer:
             self.writer.flush()
         return self.history
+
+    def train_step(self, batch: Any, params: list[nn.Parameter]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step on `batch`: forward (under `autocast`), loss, backward, clipping, update.
+        Returns the total loss and its named parts."""
+        with self.autocast():
+            out = self.model(batch)
+        loss, parts = self.model.loss(out, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.t["grad_clip_norm"]:
+            nn.utils.clip_grad_norm_(params, self.t["grad_clip_norm"], foreach=True)
+        self.optimizer.step()
+        return loss, parts
 
     def _progress(self, loader: BatchLoader, epoch: int):
         if not self.t["progress"]:

@@ -92,9 +92,12 @@ class AttentionalPairwise(nn.Module):
         return torch.softmax(scores.view(b, pairs), dim=1)
 
     def forward(self, emb: torch.Tensor, return_weights: bool = False):
-        """[batch, fields, dim] → [batch] (and the attention weights [batch, pairs] if asked)."""
-        products = self.pair_products(emb)
-        weights = self.attention_weights(products)
-        pooled = (self.dropout(weights).unsqueeze(-1) * products).sum(dim=1)  # [batch, dim]
-        out = self.projection(pooled).squeeze(-1)
+        """[batch, fields, dim] → [batch] (and the attention weights [batch, pairs] if asked).
+        Runs outside autocast, in the weights' dtype: the fused score kernel takes one dtype, and this
+        term is part of the logit."""
+        with torch.autocast(emb.device.type, enabled=False):
+            products = self.pair_products(emb.to(self.projection.weight.dtype))
+            weights = self.attention_weights(products)
+            pooled = (self.dropout(weights).unsqueeze(-1) * products).sum(dim=1)  # [batch, dim]
+            out = self.projection(pooled).squeeze(-1)
         return (out, weights) if return_weights else out

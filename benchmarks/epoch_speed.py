@@ -67,7 +67,8 @@ def main() -> None:
     times = [t + v for t, v in split_times]
     median = sorted(times)[len(times) // 2]
     result = {
-        "config": args.config, "threads": args.threads, "precision": cfg["train"]["precision"], "median_seconds_per_epoch": round(median, 3),
+        "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
+        "threads": args.threads, "precision": cfg["train"]["precision"], "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),
         "median_valid_eval_seconds": round(sorted(v for _, v in split_times)[len(times) // 2], 3),

@@ -5,7 +5,8 @@
 
 Sources, all under results/ and all written by code in this repository: frappe_x1.md
 (`mtl_final.benchmark --dataset frappe_x1`), hillstrom.md and sim.md (`mtl_final.benchmark --grid`),
-epoch_speed_frappe_final_2b_kd.json (`benchmarks/epoch_speed.py`). Nothing here computes a number;
+frappe_x1_bf16/frappe_x1.md (the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd.json
+and epoch_speed_frappe_final_2b_kd_bf16.json (`benchmarks/epoch_speed.py`). Nothing here computes a number;
 tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ MARKER = "## Results"
 
 FRAPPE_CMD = ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models all --seeds 2021,2022,2023 train.num_threads=1"
 SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2"
+BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
+            "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
                  "--variants mlp,final,final_dual_kd --seeds 2021,2022,2023 train.num_threads=1")
 SIM_CMDS = (
@@ -62,7 +65,9 @@ def results_section() -> str:
     frappe = (RESULTS / "frappe_x1.md").read_text(encoding="utf-8")
     hillstrom = (RESULTS / "hillstrom.md").read_text(encoding="utf-8")
     sim = (RESULTS / "sim.md").read_text(encoding="utf-8")
-    speed = json.loads((RESULTS / "epoch_speed_frappe_final_2b_kd.json").read_text(encoding="utf-8"))
+    bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
+    speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
+              for suffix in ("", "_bf16")]
     parts = [
         MARKER,
         "",
@@ -95,18 +100,23 @@ def results_section() -> str:
         "",
         "### Speed (FINAL(2B)+KD on Frappe_x1, one warm epoch = train + valid evaluation, 2 threads)",
         "",
-        "    " + SPEED_CMD,
+        "    " + SPEED_CMD + "                         # float32 (default)",
+        "    " + SPEED_CMD + " train.precision=bf16    # bfloat16 autocast",
         "",
-        f"Median {speed['median_seconds_per_epoch']} s per epoch "
-        f"(train {speed.get('median_train_seconds', '–')} s + valid evaluation "
-        f"{speed.get('median_valid_eval_seconds', '–')} s), "
-        f"{speed['train_samples_per_s_at_median']:,} train samples/s, peak RSS {speed['peak_rss_mib']} MiB "
-        f"(`results/epoch_speed_frappe_final_2b_kd.json`). Epoch times on this shared VM drift by up to "
-        f"±20% between runs minutes apart; FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here.",
+        "| precision | s / epoch (median of 5) | train s | valid eval s | train samples/s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {s['precision']} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} |"
+          for s in speeds),
         "",
-        "```",
-        json.dumps(speed, indent=2),
-        "```",
+        "From `results/epoch_speed_frappe_final_2b_kd.json` and `..._bf16.json` (every epoch's time is in\n"
+        "them). Epoch times on this shared VM drift by up to ±20% between runs minutes apart; FuxiCTR 2.3.10\n"
+        "needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16 matmuls;\n"
+        "its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table above:",
+        "",
+        "    " + BF16_CMD,
+        "",
+        first_table(bf16),
         "",
         "### Hillstrom (real visit → conversion funnel): 4 models × 3 towers × 3 seeds",
         "",

@@ -37,6 +37,14 @@ def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.opt
     raise ValueError(f"unknown train.optimizer {name!r}; choose adam, adamw or sgd")
 
 
+def _cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (False when it cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Trainer:
     """Fits one model. `fit(train, valid)` → history; `evaluate(split)` → metrics per task."""
 
@@ -58,7 +66,7 @@ class Trainer:
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
         self.bf16 = self.t["precision"] == "bf16"
-        if self.bf16 and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if self.bf16 and self.device.type == "cpu" and not _cpu_has_native_bf16():
             log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
                 "it will be slower than fp32, not faster")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)

@@ -78,6 +78,9 @@ def test_fused_concat_steps_match_autograd_reference_in_values_and_gradients(num
     from mtl_final.nn.final import _ConcatSteps
     z = torch.randn(3, 2 * num_steps, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _ConcatSteps.apply(t, num_steps), (z,))
+    # Without autograd (evaluation) the steps run in place in the Linear output: same bits.
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.cat(hs, dim=1))
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

@@ -90,7 +90,13 @@ class FactorizedInteraction(nn.Module):
         if self.num_steps == 1:  # a plain Linear; not a split view, so in-place activations may follow
             return self.linear(x)
         if self.aggregation == "concat" and isinstance(self.sigma, nn.Identity):
-            return _ConcatSteps.apply(self.linear(x), self.num_steps)
+            z = self.linear(x)
+            if z.requires_grad:
+                return _ConcatSteps.apply(z, self.num_steps)
+            zs = z.chunk(self.num_steps, dim=-1)  # no backward to feed: h_i = h_{i-1} ⊙ z_i in place
+            for i in range(1, self.num_steps):
+                zs[i].mul_(zs[i - 1])
+            return z
         z = self.linear(x).split(self.step_dim, dim=-1)
         h = z[0]
         steps = [h]

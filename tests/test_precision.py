@@ -84,3 +84,14 @@ def test_bf16_dropout_keeps_an_exact_float32_scale():
 def test_precision_choice_is_validated():
     with pytest.raises(ConfigError, match="train.precision"):
         make_cfg("train.precision=fp16")
+
+
+def test_bf16_without_native_support_warns(monkeypatch):
+    import mtl_final.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: False)
+    for precision, expect in (("bf16", True), ("fp32", False)):
+        cfg = make_cfg("model=mlp", "block.hidden_units=[4]", f"train.precision={precision}")
+        lines: list[str] = []
+        Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lines.append)
+        assert any("slower than fp32" in line for line in lines) == expect

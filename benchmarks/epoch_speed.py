@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from mtl_final.benchmark.report import git_revision
 from mtl_final.config import load_config
 from mtl_final.data.batches import BatchLoader
 from mtl_final.data.store import EncodedStore
@@ -75,7 +76,7 @@ def main() -> None:
         "train_rows": int(train.cat.shape[0]), "valid_rows": int(valid.cat.shape[0]),
         "train_samples_per_s_at_median": round(train.cat.shape[0] / median),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "git": git_revision(),
     }
     print(json.dumps(result, indent=2))
 

@@ -198,7 +198,8 @@ def commands_path(out_dir: str | Path, dataset: str) -> Path:
     return Path(out_dir) / f"{dataset}.commands"
 
 
-def _git_revision() -> str:
+def git_revision() -> str:
+    """Short HEAD sha of this checkout, "+dirty" with uncommitted changes to tracked files; "unknown" without git."""
     try:
         root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
@@ -214,7 +215,7 @@ def log_command(out_dir: str | Path, dataset: str, command: str) -> None:
     """Append a benchmark invocation (time, cwd, git revision, command line) to the commands log."""
     path = commands_path(out_dir, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = [time.strftime("%Y-%m-%d %H:%M:%S"), os.getcwd(), _git_revision(), command]
+    fields = [time.strftime("%Y-%m-%d %H:%M:%S"), os.getcwd(), git_revision(), command]
     with path.open("a", encoding="utf-8") as fh:
         fh.write("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n")
 

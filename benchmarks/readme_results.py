@@ -21,7 +21,7 @@ RESULTS = ROOT / "results"
 MARKER = "## Results"
 
 FRAPPE_CMD = ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models all --seeds 2021,2022,2023 train.num_threads=1"
-SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2"
+SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 --runs 3"
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
@@ -103,16 +103,19 @@ def results_section() -> str:
         "    " + SPEED_CMD + "                         # float32 (default)",
         "    " + SPEED_CMD + " train.precision=bf16    # bfloat16 autocast",
         "",
-        "| precision | s / epoch (median of 5) | train s | valid eval s | train samples/s | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| precision | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) |",
+        "|---|---:|---:|---:|---:|---:|---|",
         *(f"| {s['precision']} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
-          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} |"
+          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
+          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} |"
           for s in speeds),
         "",
-        "From `results/epoch_speed_frappe_final_2b_kd.json` and `..._bf16.json` (every epoch's time is in\n"
-        "them). Epoch times on this shared VM drift by up to ±20% between runs minutes apart; FuxiCTR 2.3.10\n"
-        "needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16 matmuls;\n"
-        "its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table above:",
+        "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
+        "three medians; from `results/epoch_speed_frappe_final_2b_kd.json` and `..._bf16.json` (every\n"
+        "epoch's time is in them). Epoch times on this shared VM drift by up to ±20% between runs minutes\n"
+        "apart; FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's\n"
+        "AVX512-BF16 matmuls; its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table\n"
+        "above:",
         "",
         "    " + BF16_CMD,
         "",

@@ -114,6 +114,9 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip_norm": 10.0,
         "num_threads": 0,  # 0 = torch default
         "precision": "fp32",  # fp32 | bf16 (autocast: matmuls in bfloat16, weights/heads/losses float32)
+        # native = fused C kernels for dense layers on CPU (built on first use; PyTorch ops where a layer,
+        # device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
+        "kernels": "native",
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "progress": True,
         "tensorboard": True,
@@ -137,6 +140,7 @@ CHOICES: dict[str, list[Any]] = {
     "train.optimizer": ["adam", "adamw", "sgd"],
     "train.monitor_mode": ["max", "min"],
     "train.precision": ["fp32", "bf16"],
+    "train.kernels": ["native", "torch"],
 }
 
 # Dicts whose keys are data, not config keys: not key-checked inside. The value is the type every

@@ -86,6 +86,15 @@ class FactorizedInteraction(nn.Module):
         self.linear = nn.Linear(in_dim, self.step_dim * num_steps, bias=bias)
         self.sigma = build_activation(sigma)
 
+    @property
+    def fused_steps(self) -> int | None:
+        """N where the fused dense-layer kernels implement this layer (N = 1, or N = 2 "concat" with
+        identity σ), else None."""
+        if self.num_steps == 1 or (self.num_steps == 2 and self.aggregation == "concat"
+                                   and isinstance(self.sigma, nn.Identity)):
+            return self.num_steps
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.num_steps == 1:  # a plain Linear; not a split view, so in-place activations may follow
             return self.linear(x)

@@ -7,7 +7,36 @@ import torch
 from torch import nn
 
 from mtl_final.nn.activations import build_activation
+from mtl_final.nn.dense_tail import FusedUnit, can_fuse, dense_tail, fused_unit
 from mtl_final.nn.dropout import Dropout, ReLUDropout
+
+
+class DenseStack(nn.Sequential):
+    """The layers of a dense block, [layer, BatchNorm, activation(, dropout)] per width.
+
+    Where every width is a fusable (layer, BatchNorm1d, ReLU/ReLUDropout) triple, a float32 CPU
+    input runs each width as one fused op (`dense_tail`): in training, and in evaluation without
+    autograd. Otherwise (other devices or dtypes, autocast, forward hooks on a layer) it runs the
+    modules in turn.
+    Shapes: [batch, in_dim] → [batch, out_dim]."""
+
+    def __init__(self, layers: Sequence[nn.Module], units: Sequence[FusedUnit] | None) -> None:
+        super().__init__(*layers)
+        self.fused_units = list(units) if units else None
+
+    def _hooked(self) -> bool:
+        """Whether a forward hook watches a layer (the fused path would bypass it)."""
+        return bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_units and can_fuse(x) and not self._hooked():
+            fit = x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
+            if fit:
+                for unit in self.fused_units:
+                    x = dense_tail(unit, x)
+                return x
+        return super().forward(x)
 
 
 def dense_stack(
@@ -17,23 +46,26 @@ def dense_stack(
     activation: str,
     dropout: float,
     batch_norm: bool,
-) -> tuple[nn.Sequential, int]:
+) -> tuple[DenseStack, int]:
     """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim).
     ReLU + dropout is one fused in-place module (ReLUDropout)."""
     layers: list[nn.Module] = []
+    fused: list[FusedUnit | None] = []
     dim = in_dim
     for units in hidden_units:
-        layers.append(make_layer(dim, units))
+        width = [make_layer(dim, units)]
         if batch_norm:
-            layers.append(nn.BatchNorm1d(units))
+            width.append(nn.BatchNorm1d(units))
         if activation.lower() == "relu" and dropout > 0:
-            layers.append(ReLUDropout(dropout))
+            width.append(ReLUDropout(dropout))
         else:
-            layers.append(build_activation(activation, inplace=True))
+            width.append(build_activation(activation, inplace=True))
             if dropout > 0:
-                layers.append(Dropout(dropout))
+                width.append(Dropout(dropout))
+        fused.append(fused_unit(*width) if len(width) == 3 else None)
+        layers.extend(width)
         dim = units
-    return nn.Sequential(*layers), dim
+    return DenseStack(layers, fused if fused and all(fused) else None), dim
 
 
 class MLPBlock(nn.Module):

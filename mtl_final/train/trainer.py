@@ -5,7 +5,8 @@ improvement lr ← max(lr·factor, min_lr) and count; stop after `patience` non-
 evaluations; reload the best weights. Gradient norm clipping, whole-table embedding L2
 (in the model's loss), TensorBoard scalars and atomic checkpoints. train.precision=bf16 runs the
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
-logits and losses stay float32.
+logits and losses stay float32. train.kernels=native (process-wide, like the thread count) lets dense
+blocks run fused CPU kernels (mtl_final/nn/dense_tail.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtl_final import kernels
 from mtl_final.data.batches import BatchLoader
 from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import save_atomic
@@ -65,6 +67,7 @@ class Trainer:
         self.log = log
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
+        kernels.use_kernels(self.t["kernels"])
         self.bf16 = self.t["precision"] == "bf16"
         if self.bf16 and self.device.type == "cpu" and not _cpu_has_native_bf16():
             log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "

@@ -1,0 +1,101 @@
+"""Native CPU kernels, compiled on first use with the system C compiler and loaded with ctypes.
+
+`library()` returns the loaded library, or None where kernels are switched off (`use_kernels("torch")`,
+which the Trainer calls with train.kernels) or could not be built (no compiler: a warning says why,
+once, and every caller falls back to plain PyTorch ops).
+The shared object is cached under $MTL_FINAL_CACHE (default ~/.cache/mtl_final)/kernels, keyed by a
+hash of the source, the compiler flags and this CPU's feature flags (it is built with -march=native).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+KERNEL_MODES = ("native", "torch")
+_SOURCE = Path(__file__).with_name("dense_tail.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+_mode = "native"
+_loaded: ctypes.CDLL | None = None
+_failed: str | None = None
+
+_P, _I64, _I, _D, _U32, _U64, _F = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double,
+                                    ctypes.c_uint32, ctypes.c_uint64, ctypes.c_float)
+_SIGNATURES = {
+    "dense_tail_forward_train": (_I, [_P, _P, _P, _P, _I64, _I64, _I, _D, _U32, _F, _U64, _P, _P, _P, _P, _I]),
+    "dense_tail_forward_eval": (None, [_P, _P, _P, _P, _I64, _I64, _I, _P, _I]),
+    "dense_tail_backward": (_I, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I, _F, _P, _P, _P, _P, _I]),
+}
+
+
+def use_kernels(mode: str) -> None:
+    """'native' (default): fused C kernels where a layer allows them; 'torch': PyTorch ops only."""
+    global _mode
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernels must be one of {list(KERNEL_MODES)}, got {mode!r}")
+    _mode = mode
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return ""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MTL_FINAL_CACHE") or Path.home() / ".cache" / "mtl_final"
+    return Path(root) / "kernels"
+
+
+def _build(target: Path, compiler: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(f"{compiler} failed: {done.stderr.strip()[-800:]}")
+        os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The fused-kernel library, or None (kernels off, or not buildable here)."""
+    global _loaded, _failed
+    if _mode != "native" or _failed:
+        return None
+    if _loaded is None:
+        try:
+            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+            if not compiler:
+                raise OSError("no C compiler found (set CC, or install gcc)")
+            key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode() + _cpu_flags().encode()
+                                 + torch.__version__.encode()).hexdigest()[:16]
+            target = _cache_dir() / f"dense_tail-{key}.so"
+            if not target.exists():
+                _build(target, compiler)
+            torch.ones(1)  # libgomp is loaded with torch; the kernels link to that same runtime
+            lib = ctypes.CDLL(str(target))
+            for name, (restype, argtypes) in _SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = restype, argtypes
+            _loaded = lib
+        except OSError as err:
+            _failed = str(err)
+            warnings.warn(f"mtl_final: fused CPU kernels unavailable, using PyTorch ops ({err})", stacklevel=2)
+            return None
+    return _loaded

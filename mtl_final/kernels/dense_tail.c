@@ -1,0 +1,238 @@
+/* Fused CPU kernels for one dense layer's elementwise tail:
+
+       h = step(z + b)          step = identity (MLP, FINAL N=1) or [z1, z1 * z2] (FINAL N=2 "concat")
+       y = BatchNorm(h)         batch statistics in training, running statistics in evaluation
+       o = ReLU(y) * m          m = 0 or 1/(1-p): inverted dropout, training only
+
+   z [B, D] is the bias-free matmul output, row-major; b, gamma, beta are [D]. For step 2, D = 2S
+   and column j < S is h1 = z1, column S + j is h2 = z1 * z2 (a = z[j] + b[j], c = z[S+j] + b[S+j]).
+
+   Autograd would make ~10 passes over [B, D] tensors forward and ~12 backward (bias broadcast,
+   concat copy and product, BatchNorm statistics and transform, ReLU, dropout mask and product,
+   and their backwards); these kernels make 2 forward and 2 backward. Statistics are accumulated
+   in double. Dropout keeps element e (= row * D + column) of a call with key k when
+   mix(mix(e + k_lo) ^ k_hi) >> 8 >= threshold (a counter-based hash: the mask depends on the key and
+   the element, not on the thread count). Backward needs only z, b and o: o > 0 exactly where ReLU
+   passed and dropout kept.
+
+   Threads: OpenMP, linked against the libgomp that PyTorch loaded, so both share one pool. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+/* ReLU then dropout of element e: max(v, 0) * scale if kept, else 0 (threshold 0 keeps all, scale 1). */
+static inline float relu_keep(float v, uint32_t e, uint32_t klo, uint32_t khi, uint32_t threshold, float scale) {
+    uint32_t u = mix32(mix32(e + klo) ^ khi) >> 8;
+    float m = u >= threshold ? scale : 0.0f;
+    return (v > 0.0f ? v : 0.0f) * m;
+}
+
+static inline void rows_of(int64_t rows, int64_t *lo, int64_t *hi) {
+    int n = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t chunk = (rows + n - 1) / n;
+    *lo = t * chunk < rows ? t * chunk : rows;
+    *hi = *lo + chunk < rows ? *lo + chunk : rows;
+}
+
+/* acc[t * width + j] summed over threads t into out[j]. */
+static void reduce(const double *acc, int nt, int64_t width, double *out) {
+    for (int64_t j = 0; j < width; j++) out[j] = 0.0;
+    for (int t = 0; t < nt; t++)
+        for (int64_t j = 0; j < width; j++) out[j] += acc[t * width + j];
+}
+
+/* Training forward. Writes o, and per column the batch mean, biased variance and 1/sqrt(var + eps).
+   Returns 0, or 1 when memory for the per-thread sums could not be had. */
+int dense_tail_forward_train(const float *restrict z, const float *restrict b, const float *restrict gamma,
+                             const float *restrict beta, int64_t B, int64_t D, int steps, double eps,
+                             uint32_t threshold, float scale, uint64_t key, float *restrict o,
+                             float *restrict mean_out, float *restrict var_out, float *restrict invstd_out,
+                             int nt) {
+    const int64_t S = steps == 2 ? D / 2 : D;
+    double *acc = calloc((size_t)nt * 2 * D + 2 * D, sizeof(double));
+    float *coef = malloc(2 * D * sizeof(float));
+    if (!acc || !coef) { free(acc); free(coef); return 1; }
+    double *tot = acc + (size_t)nt * 2 * D;
+    #pragma omp parallel num_threads(nt)
+    {
+        int64_t lo, hi;
+        rows_of(B, &lo, &hi);
+        double *s1 = acc + (size_t)omp_get_thread_num() * 2 * D, *s2 = s1 + D;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *zr = z + r * D;
+            if (steps == 2) {
+                #pragma omp simd
+                for (int64_t j = 0; j < S; j++) {
+                    float a = zr[j] + b[j], c = zr[S + j] + b[S + j], h2 = a * c;
+                    s1[j] += a; s2[j] += (double)a * a;
+                    s1[S + j] += h2; s2[S + j] += (double)h2 * h2;
+                }
+            } else {
+                #pragma omp simd
+                for (int64_t j = 0; j < D; j++) {
+                    float a = zr[j] + b[j];
+                    s1[j] += a; s2[j] += (double)a * a;
+                }
+            }
+        }
+    }
+    /* acc rows are [sum | sumsq] per thread: reduce both halves at once */
+    reduce(acc, nt, 2 * D, tot);
+    float *sc = coef, *sh = coef + D;
+    for (int64_t j = 0; j < D; j++) {
+        double m = tot[j] / B, v = tot[D + j] / B - m * m;
+        if (v < 0) v = 0;
+        double inv = 1.0 / sqrt(v + eps);
+        mean_out[j] = (float)m; var_out[j] = (float)v; invstd_out[j] = (float)inv;
+        sc[j] = (float)(gamma[j] * inv);
+        sh[j] = (float)(beta[j] - m * gamma[j] * inv);
+    }
+    const uint32_t klo = (uint32_t)key, khi = (uint32_t)(key >> 32);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < B; r++) {
+        const float *zr = z + r * D;
+        float *orow = o + r * D;
+        const uint32_t e0 = (uint32_t)(r * D), e1 = e0 + (uint32_t)S;  /* element ids wrap mod 2^32 */
+        if (steps == 2) {
+            #pragma omp simd
+            for (int64_t j = 0; j < S; j++) {
+                float a = zr[j] + b[j], c = zr[S + j] + b[S + j];
+                float y1 = a * sc[j] + sh[j], y2 = a * c * sc[S + j] + sh[S + j];
+                orow[j] = relu_keep(y1, e0 + (uint32_t)j, klo, khi, threshold, scale);
+                orow[S + j] = relu_keep(y2, e1 + (uint32_t)j, klo, khi, threshold, scale);
+            }
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < D; j++) {
+                float y = (zr[j] + b[j]) * sc[j] + sh[j];
+                orow[j] = relu_keep(y, e0 + (uint32_t)j, klo, khi, threshold, scale);
+            }
+        }
+    }
+    free(acc); free(coef);
+    return 0;
+}
+
+/* Evaluation forward with per-column scale and shift (running statistics folded in): one pass.
+   o may be z itself (each element is read before it is written, by the same iteration). */
+void dense_tail_forward_eval(const float *z, const float *b, const float *sc, const float *sh, int64_t B,
+                             int64_t D, int steps, float *o, int nt) {
+    const int64_t S = steps == 2 ? D / 2 : D;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < B; r++) {
+        const float *zr = z + r * D;
+        float *orow = o + r * D;
+        if (steps == 2) {
+            #pragma omp simd
+            for (int64_t j = 0; j < S; j++) {
+                float a = zr[j] + b[j], c = zr[S + j] + b[S + j];
+                float y1 = a * sc[j] + sh[j], y2 = a * c * sc[S + j] + sh[S + j];
+                orow[j] = y1 > 0.0f ? y1 : 0.0f;
+                orow[S + j] = y2 > 0.0f ? y2 : 0.0f;
+            }
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < D; j++) {
+                float y = (zr[j] + b[j]) * sc[j] + sh[j];
+                orow[j] = y > 0.0f ? y : 0.0f;
+            }
+        }
+    }
+}
+
+/* Backward of the training forward. g = dL/do [B, D]. Writes dz [B, D] (= dL/d(z + b)), and per
+   column dgamma, dbeta, dbias. Returns 0, or 1 when memory could not be had. */
+int dense_tail_backward(const float *restrict g, const float *restrict o, const float *restrict z,
+                        const float *restrict b, const float *restrict gamma, const float *restrict mean,
+                        const float *restrict invstd, int64_t B, int64_t D, int steps, float scale,
+                        float *restrict dz, float *restrict dgamma, float *restrict dbeta,
+                        float *restrict dbias, int nt) {
+    const int64_t S = steps == 2 ? D / 2 : D;
+    double *acc = calloc((size_t)nt * 2 * D + 2 * D, sizeof(double));
+    float *coef = malloc(3 * D * sizeof(float));
+    if (!acc || !coef) { free(acc); free(coef); return 1; }
+    double *tot = acc + (size_t)nt * 2 * D;
+    /* pass A: sum(dy) and sum(dy * xhat) per column, dy = g * scale where o > 0 */
+    #pragma omp parallel num_threads(nt)
+    {
+        int64_t lo, hi;
+        rows_of(B, &lo, &hi);
+        double *sa = acc + (size_t)omp_get_thread_num() * 2 * D, *sb = sa + D;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *zr = z + r * D, *gr = g + r * D, *orow = o + r * D;
+            if (steps == 2) {
+                #pragma omp simd
+                for (int64_t j = 0; j < S; j++) {
+                    float a = zr[j] + b[j], c = zr[S + j] + b[S + j];
+                    float d1 = gr[j] * scale * (float)(orow[j] > 0.0f);
+                    float d2 = gr[S + j] * scale * (float)(orow[S + j] > 0.0f);
+                    sa[j] += d1; sb[j] += d1 * ((a - mean[j]) * invstd[j]);
+                    sa[S + j] += d2; sb[S + j] += d2 * ((a * c - mean[S + j]) * invstd[S + j]);
+                }
+            } else {
+                #pragma omp simd
+                for (int64_t j = 0; j < D; j++) {
+                    float d = gr[j] * scale * (float)(orow[j] > 0.0f);
+                    sa[j] += d; sb[j] += d * ((zr[j] + b[j] - mean[j]) * invstd[j]);
+                }
+            }
+        }
+    }
+    reduce(acc, nt, 2 * D, tot);
+    float *k = coef, *ma = coef + D, *mb = coef + 2 * D;
+    for (int64_t j = 0; j < D; j++) {
+        dbeta[j] = (float)tot[j];
+        dgamma[j] = (float)tot[D + j];
+        k[j] = gamma[j] * invstd[j];
+        ma[j] = (float)(tot[j] / B);
+        mb[j] = (float)(tot[D + j] / B);
+    }
+    /* pass B: dh = k * (dy - mean(dy) - xhat * mean(dy * xhat)), then through the step; dbias = sum(dz) */
+    for (size_t i = 0; i < (size_t)nt * D; i++) acc[i] = 0.0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int64_t lo, hi;
+        rows_of(B, &lo, &hi);
+        double *sd = acc + (size_t)omp_get_thread_num() * D;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *zr = z + r * D, *gr = g + r * D, *orow = o + r * D;
+            float *dzr = dz + r * D;
+            if (steps == 2) {
+                #pragma omp simd
+                for (int64_t j = 0; j < S; j++) {
+                    const int64_t u = S + j;
+                    float a = zr[j] + b[j], c = zr[u] + b[u];
+                    float d1 = gr[j] * scale * (float)(orow[j] > 0.0f);
+                    float d2 = gr[u] * scale * (float)(orow[u] > 0.0f);
+                    float h1 = k[j] * (d1 - ma[j] - (a - mean[j]) * invstd[j] * mb[j]);
+                    float h2 = k[u] * (d2 - ma[u] - (a * c - mean[u]) * invstd[u] * mb[u]);
+                    float q1 = h1 + h2 * c, q2 = h2 * a;
+                    dzr[j] = q1; dzr[u] = q2;
+                    sd[j] += q1; sd[u] += q2;
+                }
+            } else {
+                #pragma omp simd
+                for (int64_t j = 0; j < D; j++) {
+                    float d = gr[j] * scale * (float)(orow[j] > 0.0f);
+                    float h = k[j] * (d - ma[j] - (zr[j] + b[j] - mean[j]) * invstd[j] * mb[j]);
+                    dzr[j] = h;
+                    sd[j] += h;
+                }
+            }
+        }
+    }
+    reduce(acc, nt, D, tot);
+    for (int64_t j = 0; j < D; j++) dbias[j] = (float)tot[j];
+    free(acc); free(coef);
+    return 0;
+}

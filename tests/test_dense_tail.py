@@ -1,0 +1,248 @@
+"""Fused dense-layer kernels (mtl_final/nn/dense_tail.py): same values, gradients and running
+statistics as the modules they replace; the dropout mask pinned to its hash; every fallback."""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from mtl_final import kernels
+from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS
+from mtl_final.nn.final import FinalBlock
+from mtl_final.nn.mlp import MLPBlock
+
+
+@pytest.fixture(autouse=True)
+def native_kernels():
+    if kernels.library() is None:
+        reason = "fused CPU kernels could not be built here (no C compiler?)"
+        if os.environ.get("MTL_REQUIRE_NATIVE") == "1":
+            pytest.fail(f"{reason}; MTL_REQUIRE_NATIVE=1 requires them")
+        pytest.skip(reason)
+    yield
+    kernels.use_kernels("native")
+
+
+def _randomise_bn(block: nn.Module) -> None:
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+def _run(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, mode: str):
+    """Output, input gradient and parameter gradients of one training forward + backward."""
+    kernels.use_kernels(mode)
+    x = x.clone().requires_grad_()
+    out = block(x)
+    out.backward(grad)
+    kernels.use_kernels("native")
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
+
+
+BLOCKS = {
+    "final_n2": lambda: FinalBlock(12, [16, 8]),
+    "final_n2_no_bias": lambda: FinalBlock(12, [16], bias=False),
+    "final_n1": lambda: FinalBlock(12, [16, 8], num_steps=1),
+    "mlp": lambda: MLPBlock(12, [16, 8]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_training_step_matches_the_modules(kind):
+    torch.manual_seed(0)
+    fused = BLOCKS[kind]()
+    _randomise_bn(fused)
+    ref = copy.deepcopy(fused)
+    assert fused.layers.fused_units is not None
+    x = torch.randn(64, 12) * 3 + 1  # away from zero mean: BatchNorm's centring matters
+    grad = torch.randn(64, fused.output_dim)
+    out, dx, grads = _run(fused.train(), x, grad, "native")
+    out_ref, dx_ref, grads_ref = _run(ref.train(), x, grad, "torch")
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-5)
+    for name in grads_ref:
+        scale = grads_ref[name].abs().max().clamp_min(1.0)
+        torch.testing.assert_close(grads[name] / scale, grads_ref[name] / scale, rtol=0, atol=2e-5, msg=name)
+    for (name, buf), (_, buf_ref) in zip(fused.named_buffers(), ref.named_buffers()):
+        torch.testing.assert_close(buf, buf_ref, rtol=1e-5, atol=1e-7, msg=name)
+    # and evaluation with the updated running statistics, without autograd
+    fused.eval()
+    ref.eval()
+    with torch.no_grad():
+        kernels.use_kernels("torch")
+        expected = ref(x)
+        kernels.use_kernels("native")
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_running_stats_with_cumulative_momentum():
+    torch.manual_seed(1)
+    fused = FinalBlock(6, [8])
+    fused.layers[1].momentum = None  # cumulative average: factor 1 / num_batches_tracked
+    ref = copy.deepcopy(fused)
+    for step in range(3):
+        x = torch.randn(32, 6) + step
+        _run(fused.train(), x, torch.ones(32, 8), "native")
+        _run(ref.train(), x, torch.ones(32, 8), "torch")
+    bn, bn_ref = fused.layers[1], ref.layers[1]
+    assert int(bn.num_batches_tracked) == 3
+    torch.testing.assert_close(bn.running_mean, bn_ref.running_mean)
+    torch.testing.assert_close(bn.running_var, bn_ref.running_var)
+
+
+def _mix32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_dropout_mask_is_the_documented_hash_of_key_and_element():
+    p, rows, width = 0.3, 16, 10
+    block = MLPBlock(4, [width], dropout=p)
+    nn.init.zeros_(block.layers[0].weight)  # every row the same: BatchNorm's xhat = 0, y = beta
+    block.layers[1].bias.data.fill_(1.0)  # y = 1 everywhere: o is the keep scale, or 0 where dropped
+    x = torch.randn(rows, 4)
+    torch.manual_seed(7)
+    out = block.train()(x)  # draws one int64 key from torch's generator
+    torch.manual_seed(7)
+    key = int(torch.empty((), dtype=torch.int64).random_())
+    threshold = round(p * _THRESHOLD_LEVELS)
+    scale = 1.0 / (1.0 - threshold / _THRESHOLD_LEVELS)
+    lo, hi = key & 0xFFFFFFFF, key >> 32
+    expected = torch.tensor(
+        [scale if _mix32(_mix32((e + lo) & 0xFFFFFFFF) ^ hi) >> 8 >= threshold else 0.0 for e in range(rows * width)]
+    ).view(rows, width)
+    torch.testing.assert_close(out.detach(), expected)
+
+
+def test_dropout_rate_scaling_and_gradient_mask():
+    torch.manual_seed(2)
+    p = 0.1
+    fused = FinalBlock(20, [400], dropout=p)
+    plain = copy.deepcopy(fused)
+    plain.layers[2].p = 0.0  # the same layer without dropout
+    x = torch.randn(4096, 20)
+    grad = torch.randn(4096, 400)
+    out, dx, grads = _run(fused.train(), x, grad, "native")
+    kernels.use_kernels("torch")
+    x_ref = x.clone().requires_grad_()
+    y = plain.train()(x_ref)  # ReLU(BN(FINAL(x)))
+    kernels.use_kernels("native")
+    positive, kept = y.detach() > 0, out != 0
+    assert not (kept & ~positive).any()
+    scale = 1.0 / (1.0 - round(p * _THRESHOLD_LEVELS) / _THRESHOLD_LEVELS)
+    rate = 1 - kept[positive].float().mean().item()
+    assert rate == pytest.approx(p, abs=0.003)  # ~800k positive elements: binomial std 3e-4
+    torch.testing.assert_close(out[kept], y.detach()[kept] * scale, rtol=1e-5, atol=1e-5)
+    # gradients equal those of the module path under the fused output's own mask
+    (y * torch.where(kept, scale, 0.0)).backward(grad)
+    torch.testing.assert_close(dx, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for name, param in plain.named_parameters():
+        s = param.grad.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(grads[name] / s, param.grad / s, rtol=0, atol=2e-5, msg=name)
+
+
+def test_dropout_rate_is_read_at_call_time():
+    block = MLPBlock(8, [256], dropout=0.5).train()
+    x = torch.randn(256, 8)
+    assert (block(x) == 0).float().mean() > 0.6  # ReLU zeros about half, dropout half the rest
+    block.layers[2].p = 0.0
+    assert (block(x) == 0).float().mean() < 0.6
+
+
+def test_seeded_and_independent_of_the_thread_count():
+    block = FinalBlock(20, [64, 32], dropout=0.2).train()
+    x = torch.randn(512, 20)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            torch.manual_seed(3)
+            outs.append(copy.deepcopy(block)(x).detach())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[2])  # same seed, same threads: same bits
+    assert torch.equal(outs[0] != 0, outs[1] != 0)  # the mask does not depend on the thread count
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_unfusable_stacks_use_the_modules():
+    assert FinalBlock(8, [8], activation="tanh").layers.fused_units is None
+    assert FinalBlock(8, [8], batch_norm=False).layers.fused_units is None
+    assert FinalBlock(8, [9], num_steps=3).layers.fused_units is None
+    assert FinalBlock(8, [8], aggregation="sum").layers.fused_units is None
+    assert FinalBlock(8, [8], sigma="tanh").layers.fused_units is None
+    assert MLPBlock(8, []).layers.fused_units is None
+
+
+def _counting_kernels(monkeypatch) -> list[str]:
+    """Record the kernel functions called through kernels.library() from now on."""
+    calls: list[str] = []
+    library = kernels.library
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(library(), name)
+
+    monkeypatch.setattr(kernels, "library", lambda: Spy() if library() is not None else None)
+    return calls
+
+
+def test_fallbacks_run_the_modules(monkeypatch):
+    calls = _counting_kernels(monkeypatch)
+    block = FinalBlock(8, [8], dropout=0.1)
+    x = torch.randn(16, 8)
+    block.train()(x).sum().backward()
+    with torch.no_grad():
+        block.eval()(x)
+    assert calls == ["dense_tail_forward_train", "dense_tail_backward", "dense_tail_forward_eval"]
+    calls.clear()
+    block.eval()(x)  # evaluation with autograd on: the fused evaluation has no backward
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        block.train()(x)
+    block.double().train()(x.double())
+    block.float()
+    kernels.use_kernels("torch")
+    block.train()(x)
+    kernels.use_kernels("native")
+    assert calls == []
+    seen = []
+    block.layers[0].linear.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    block.train()(x)  # a hook on a layer must see its call
+    assert seen == [torch.Size([16, 8])] and calls == []
+
+
+def test_one_row_training_batch_raises_batchnorm_error():
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        FinalBlock(8, [8]).train()(torch.randn(1, 8))
+
+
+def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "_loaded", None)
+    monkeypatch.setattr(kernels, "_failed", None)
+    monkeypatch.setenv("MTL_FINAL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="fused CPU kernels unavailable, using PyTorch ops"):
+        assert kernels.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.library() is None  # once
+    block = FinalBlock(8, [8]).train()
+    out = block(torch.randn(16, 8))
+    assert out.shape == (16, 8)
+
+
+def test_kernel_mode_is_validated():
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        kernels.use_kernels("cuda")

@@ -6,7 +6,8 @@ Builds (or reuses) the encoded data cache, runs one warm-up epoch, then times `-
 training followed by a full valid evaluation each, exactly as the Trainer does them. With --runs N
 it does that in N fresh processes, one after another, and prints the JSON of the run whose median
 epoch is the median of the N, with every run's median in "runs_median_seconds" (a shared machine
-drifts between runs minutes apart; one run can land on a slow or a fast spell).
+drifts between runs minutes apart; one run can land on a slow or a fast spell). "kernels" says
+whether the fused CPU kernels ran (train.kernels=native and buildable here) or PyTorch ops only.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+from mtl_final import kernels
 from mtl_final.benchmark.report import git_revision
 from mtl_final.config import load_config
 from mtl_final.data.batches import BatchLoader
@@ -82,7 +84,9 @@ def main() -> None:
     median = sorted(times)[len(times) // 2]
     result = {
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
-        "threads": args.threads, "precision": cfg["train"]["precision"], "median_seconds_per_epoch": round(median, 3),
+        "threads": args.threads, "precision": cfg["train"]["precision"],
+        "kernels": "native" if kernels.library() is not None else "torch",
+        "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),
         "median_valid_eval_seconds": round(sorted(v for _, v in split_times)[len(times) // 2], 3),

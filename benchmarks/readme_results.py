@@ -5,8 +5,9 @@
 
 Sources, all under results/ and all written by code in this repository: frappe_x1.md
 (`mtl_final.benchmark --dataset frappe_x1`), hillstrom.md and sim.md (`mtl_final.benchmark --grid`),
-frappe_x1_bf16/frappe_x1.md (the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd.json
-and epoch_speed_frappe_final_2b_kd_bf16.json (`benchmarks/epoch_speed.py`). Nothing here computes a number;
+frappe_x1_native/frappe_x1.md (MLP, FINAL 1B and 2B+KD on the fused CPU kernels), frappe_x1_bf16/frappe_x1.md
+(the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json
+(`benchmarks/epoch_speed.py`). Nothing here computes a number;
 tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -22,6 +23,13 @@ MARKER = "## Results"
 
 FRAPPE_CMD = ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models all --seeds 2021,2022,2023 train.num_threads=1"
 SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 --runs 3"
+SPEED_VARIANTS = (  # JSON suffix, overrides, comment
+    ("", "", "# float32, fused CPU kernels (default)"),
+    ("_torch", " train.kernels=torch", "# float32, PyTorch ops only"),
+    ("_bf16", " train.precision=bf16", "# bfloat16 autocast"),
+)
+NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
+              "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
@@ -66,15 +74,18 @@ def results_section() -> str:
     hillstrom = (RESULTS / "hillstrom.md").read_text(encoding="utf-8")
     sim = (RESULTS / "sim.md").read_text(encoding="utf-8")
     bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
+    native = (RESULTS / "frappe_x1_native" / "frappe_x1.md").read_text(encoding="utf-8")
     speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
-              for suffix in ("", "_bf16")]
+              for suffix, _, _ in SPEED_VARIANTS]
+    width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
     parts = [
         MARKER,
         "",
         "Every table below is copied from a report that `mtl_final.benchmark` generated from the CSV next to\n"
         "it (`results/`) by `python benchmarks/readme_results.py`; the command that produced each report is\n"
         "given, and the full command log with git revisions is in each `results/<name>.md`. Machine: 2 CPU\n"
-        "cores (AMD EPYC, AVX-512), no GPU; benchmark runs used 1 torch thread each, two or three at a time.",
+        "cores with AVX-512 (for the speed and fused-kernel runs: Intel Xeon with AMX-BF16), no GPU;\n"
+        "benchmark runs used 1 torch thread each, two or three at a time.",
         "",
         "### Frappe_x1 — the FINAL paper's Table 1 / Table 2 (test AUC ×100, mean ± std over seeds 2021–2023)",
         "",
@@ -98,24 +109,31 @@ def results_section() -> str:
         "gap to the paper, and of the per-model settings that differ from the shared ones, are in the notes\n"
         "of `results/frappe_x1.md`.",
         "",
+        "The table above was made with PyTorch ops, before the fused CPU kernels became the default. The\n"
+        "acceptance models again, on the fused kernels (same configs and seeds; float sums in another order\n"
+        "and other dropout draws, so single runs differ, not the method):",
+        "",
+        "    " + NATIVE_CMD,
+        "",
+        first_table(native),
+        "",
         "### Speed (FINAL(2B)+KD on Frappe_x1, one warm epoch = train + valid evaluation, 2 threads)",
         "",
-        "    " + SPEED_CMD + "                         # float32 (default)",
-        "    " + SPEED_CMD + " train.precision=bf16    # bfloat16 autocast",
+        *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
         "",
-        "| precision | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        *(f"| {s['precision']} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        *(f"| {s['precision']} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
           f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} |"
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
-        "three medians; from `results/epoch_speed_frappe_final_2b_kd.json` and `..._bf16.json` (every\n"
-        "epoch's time is in them). Epoch times on this shared VM drift by up to ±20% between runs minutes\n"
-        "apart; FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's\n"
-        "AVX512-BF16 matmuls; its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table\n"
-        "above:",
+        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json` (every epoch's\n"
+        "time is in them; `kernels` says which path ran: autocast always runs the modules). Epoch times on\n"
+        "this shared VM drift by up to ±20% between runs minutes apart; FuxiCTR 2.3.10 needs 8.5 s per\n"
+        "epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16 matmuls; its accuracy on\n"
+        "FINAL(2B)+KD with the same three seeds as the float32 table above:",
         "",
         "    " + BF16_CMD,
         "",

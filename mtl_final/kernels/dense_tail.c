@@ -44,11 +44,19 @@ static inline void rows_of(int64_t rows, int64_t *lo, int64_t *hi) {
     *hi = *lo + chunk < rows ? *lo + chunk : rows;
 }
 
-/* acc[t * width + j] summed over threads t into out[j]. */
-static void reduce(const double *acc, int nt, int64_t width, double *out) {
+/* Per-thread column sums: nt zeroed blocks of `width` doubles, then one more for their total. */
+static double *alloc_sums(int nt, int64_t width) { return calloc((size_t)(nt + 1) * width, sizeof(double)); }
+
+/* The calling thread's block (inside a parallel region). */
+static double *my_sums(double *acc, int64_t width) { return acc + (size_t)omp_get_thread_num() * width; }
+
+/* Sum of the nt blocks, written to (and returned as) the last block. */
+static const double *total_sums(double *acc, int nt, int64_t width) {
+    double *out = acc + (size_t)nt * width;
     for (int64_t j = 0; j < width; j++) out[j] = 0.0;
     for (int t = 0; t < nt; t++)
-        for (int64_t j = 0; j < width; j++) out[j] += acc[t * width + j];
+        for (int64_t j = 0; j < width; j++) out[j] += acc[(size_t)t * width + j];
+    return out;
 }
 
 /* Training forward. Writes o, and per column the batch mean, biased variance and 1/sqrt(var + eps).
@@ -59,15 +67,14 @@ int dense_tail_forward_train(const float *restrict z, const float *restrict b, c
                              float *restrict mean_out, float *restrict var_out, float *restrict invstd_out,
                              int nt) {
     const int64_t S = steps == 2 ? D / 2 : D;
-    double *acc = calloc((size_t)nt * 2 * D + 2 * D, sizeof(double));
+    double *acc = alloc_sums(nt, 2 * D);  /* [sum | sum of squares] per thread */
     float *coef = malloc(2 * D * sizeof(float));
     if (!acc || !coef) { free(acc); free(coef); return 1; }
-    double *tot = acc + (size_t)nt * 2 * D;
     #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         rows_of(B, &lo, &hi);
-        double *s1 = acc + (size_t)omp_get_thread_num() * 2 * D, *s2 = s1 + D;
+        double *s1 = my_sums(acc, 2 * D), *s2 = s1 + D;
         for (int64_t r = lo; r < hi; r++) {
             const float *zr = z + r * D;
             if (steps == 2) {
@@ -86,8 +93,7 @@ int dense_tail_forward_train(const float *restrict z, const float *restrict b, c
             }
         }
     }
-    /* acc rows are [sum | sumsq] per thread: reduce both halves at once */
-    reduce(acc, nt, 2 * D, tot);
+    const double *tot = total_sums(acc, nt, 2 * D);
     float *sc = coef, *sh = coef + D;
     for (int64_t j = 0; j < D; j++) {
         double m = tot[j] / B, v = tot[D + j] / B - m * m;
@@ -158,16 +164,15 @@ int dense_tail_backward(const float *restrict g, const float *restrict o, const 
                         float *restrict dz, float *restrict dgamma, float *restrict dbeta,
                         float *restrict dbias, int nt) {
     const int64_t S = steps == 2 ? D / 2 : D;
-    double *acc = calloc((size_t)nt * 2 * D + 2 * D, sizeof(double));
+    double *acc = alloc_sums(nt, 2 * D), *dsum = alloc_sums(nt, D);
     float *coef = malloc(3 * D * sizeof(float));
-    if (!acc || !coef) { free(acc); free(coef); return 1; }
-    double *tot = acc + (size_t)nt * 2 * D;
+    if (!acc || !dsum || !coef) { free(acc); free(dsum); free(coef); return 1; }
     /* pass A: sum(dy) and sum(dy * xhat) per column, dy = g * scale where o > 0 */
     #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         rows_of(B, &lo, &hi);
-        double *sa = acc + (size_t)omp_get_thread_num() * 2 * D, *sb = sa + D;
+        double *sa = my_sums(acc, 2 * D), *sb = sa + D;
         for (int64_t r = lo; r < hi; r++) {
             const float *zr = z + r * D, *gr = g + r * D, *orow = o + r * D;
             if (steps == 2) {
@@ -188,7 +193,7 @@ int dense_tail_backward(const float *restrict g, const float *restrict o, const 
             }
         }
     }
-    reduce(acc, nt, 2 * D, tot);
+    const double *tot = total_sums(acc, nt, 2 * D);
     float *k = coef, *ma = coef + D, *mb = coef + 2 * D;
     for (int64_t j = 0; j < D; j++) {
         dbeta[j] = (float)tot[j];
@@ -198,12 +203,11 @@ int dense_tail_backward(const float *restrict g, const float *restrict o, const 
         mb[j] = (float)(tot[D + j] / B);
     }
     /* pass B: dh = k * (dy - mean(dy) - xhat * mean(dy * xhat)), then through the step; dbias = sum(dz) */
-    for (size_t i = 0; i < (size_t)nt * D; i++) acc[i] = 0.0;
     #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         rows_of(B, &lo, &hi);
-        double *sd = acc + (size_t)omp_get_thread_num() * D;
+        double *sd = my_sums(dsum, D);
         for (int64_t r = lo; r < hi; r++) {
             const float *zr = z + r * D, *gr = g + r * D, *orow = o + r * D;
             float *dzr = dz + r * D;
@@ -231,8 +235,8 @@ int dense_tail_backward(const float *restrict g, const float *restrict o, const 
             }
         }
     }
-    reduce(acc, nt, D, tot);
-    for (int64_t j = 0; j < D; j++) dbias[j] = (float)tot[j];
-    free(acc); free(coef);
+    const double *bias_sum = total_sums(dsum, nt, D);
+    for (int64_t j = 0; j < D; j++) dbias[j] = (float)bias_sum[j];
+    free(acc); free(dsum); free(coef);
     return 0;
 }

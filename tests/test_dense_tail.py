@@ -2,10 +2,14 @@
 statistics as the modules they replace; the dropout mask pinned to its hash; every fallback."""
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +25,8 @@ from mtl_final.nn.mlp import MLPBlock
 from mtl_final.train.trainer import Trainer
 from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 from tests.test_precision import SMALL
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -294,3 +300,16 @@ def test_every_model_trains_the_same_with_fused_kernels(name, block):
 def test_kernels_choice_is_validated():
     with pytest.raises(ConfigError, match="train.kernels"):
         make_cfg("train.kernels=cuda")
+
+
+def test_kernels_share_torchs_openmp_runtime():
+    # Two OpenMP runtimes in one process would each keep their own spinning thread pool. A fresh
+    # process (scikit-learn, imported by the tests, brings a vendored libgomp of its own).
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs /proc/self/maps (Linux)")
+    code = ("import torch; from mtl_final import kernels; assert kernels.library() is not None; "
+            "print(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    libraries = ast.literal_eval(done.stdout.strip())
+    assert len(libraries) == 1 and "torch" in libraries[0], libraries

@@ -88,8 +88,7 @@ def library() -> ctypes.CDLL | None:
             target = _cache_dir() / f"dense_tail-{key}.so"
             if not target.exists():
                 _build(target, compiler)
-            torch.ones(1)  # libgomp is loaded with torch; the kernels link to that same runtime
-            lib = ctypes.CDLL(str(target))
+            lib = ctypes.CDLL(str(target))  # its libgomp.so.1 resolves to the one torch already loaded
             for name, (restype, argtypes) in _SIGNATURES.items():
                 fn = getattr(lib, name)
                 fn.restype, fn.argtypes = restype, argtypes

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
 
+from mtl_final import kernels
 from mtl_final.config import ConfigError, load_config
 from mtl_final.data import reader
 from mtl_final.data.encoders import FeatureEncoders
@@ -89,6 +90,7 @@ def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, 
         raise ValueError(f"{run_dir / 'best.pt'} does not fit the model rebuilt from config.yaml, "
                          f"encoders.json and {schema_path}: {e}") from None
     model.eval()
+    kernels.use_kernels(cfg["train"]["kernels"])  # score on the path the run trained with
     return model, encoders, cfg
 
 

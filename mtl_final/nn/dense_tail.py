@@ -126,8 +126,8 @@ def _eval_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
 def dense_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
     """[B, in] → [B, D]: the unit's layer, BatchNorm, ReLU and dropout (training) in fused kernels.
 
-    Evaluation needs grad disabled (or a grad-free input and parameters); otherwise, and for a
-    one-row training batch (BatchNorm's own error), the caller should use the modules."""
+    For a CPU float32 input (`can_fuse`) with at least two rows in training; evaluation runs without
+    autograd (DenseStack checks both and runs the modules otherwise)."""
     if unit.bn.training:
         return _DenseTail.apply(x, unit.linear.weight, _bias(unit.linear), unit.bn.weight, unit.bn.bias, unit)
     with torch.no_grad():

@@ -25,18 +25,24 @@ class DenseStack(nn.Sequential):
         self.fused_units = list(units) if units else None
 
     def _hooked(self) -> bool:
-        """Whether a forward hook watches a layer (the fused path would bypass it)."""
-        return bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks) or any(
+        """Whether a forward hook watches a layer (the fused path would bypass it; torch keeps the
+        global hooks in these module-level dicts)."""
+        module = nn.modules.module
+        return bool(module._global_forward_hooks or module._global_forward_pre_hooks) or any(
             m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
 
+    def _fuses(self, x: torch.Tensor) -> bool:
+        if not self.fused_units or not can_fuse(x) or self._hooked():
+            return False
+        # training: BatchNorm needs two rows (its own error otherwise); evaluation: no backward
+        return x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_units and can_fuse(x) and not self._hooked():
-            fit = x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
-            if fit:
-                for unit in self.fused_units:
-                    x = dense_tail(unit, x)
-                return x
-        return super().forward(x)
+        if not self._fuses(x):
+            return super().forward(x)
+        for unit in self.fused_units:
+            x = dense_tail(unit, x)
+        return x
 
 
 def dense_stack(
@@ -48,7 +54,8 @@ def dense_stack(
     batch_norm: bool,
 ) -> tuple[DenseStack, int]:
     """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim).
-    ReLU + dropout is one fused in-place module (ReLUDropout)."""
+    ReLU + dropout is one in-place module (ReLUDropout); with BatchNorm and ReLU every width is also
+    a FusedUnit, which DenseStack runs as one fused op where it can."""
     layers: list[nn.Module] = []
     fused: list[FusedUnit | None] = []
     dim = in_dim

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +366,11 @@ def test_readme_results_section_matches_the_committed_reports():
     assert frappe_table.splitlines()[0].startswith("| model | n | seeds | test AUC")
     with pytest.raises(SystemExit, match="no section"):
         module.section("# title\n\nbody\n", "## Missing")
+
+
+@pytest.mark.parametrize("script", ["final_2b_kd_search.py", "kernel_paths.py"])
+def test_generated_result_summaries_match_their_csvs(script):
+    # results/frappe_x1_2b_kd_search/summary.md and results/frappe_x1_kernels.md are written from the
+    # committed CSVs; after a CSV changes, the script must be re-run (this test says so).
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), "--check"], cwd=REPO_ROOT)
+    assert done.returncode == 0, f"run: python benchmarks/{script}"

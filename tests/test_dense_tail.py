@@ -313,3 +313,28 @@ def test_kernels_share_torchs_openmp_runtime():
     assert done.returncode == 0, done.stderr
     libraries = ast.literal_eval(done.stdout.strip())
     assert len(libraries) == 1 and "torch" in libraries[0], libraries
+
+
+def test_embedding_backward_kernel_is_bit_identical_to_index_add():
+    from mtl_final.data.features import Batch, FeatureSpec
+    from mtl_final.nn.embedding import FeatureEmbedding
+
+    spec = FeatureSpec(categorical=(("a", 7), ("b", 50), ("c", 3)), numeric=())
+    emb = FeatureEmbedding(spec, 6)
+    g = torch.Generator().manual_seed(5)
+    cat = torch.stack([torch.randint(0, s, (3000,), generator=g) for s in (7, 50, 3)], dim=1)
+    grad = torch.randn(3000, 3, 6, generator=g) * 1e3  # large, mixed magnitudes: order matters
+    grads = {}
+    for mode in ("native", "torch"):
+        kernels.use_kernels(mode)
+        emb.table.weight.grad = None
+        emb(Batch(cat, torch.zeros(3000, 0), {})).backward(grad)
+        grads[mode] = emb.table.weight.grad.clone()
+    kernels.use_kernels("native")
+    assert torch.equal(grads["native"], grads["torch"])
+    assert torch.equal(grads["native"][emb.offsets], torch.zeros(3, 6))  # padding rows get nothing
+    # a value outside its own field's vocabulary (here inside the next field's rows) is an error
+    bad = cat.clone()
+    bad[17, 0] = 7
+    with pytest.raises(IndexError, match="categorical field 0: encoded value 7 at batch row 17 is outside its vocabulary"):
+        emb(Batch(bad, torch.zeros(3000, 0), {})).sum().backward()

@@ -29,9 +29,10 @@ _failed: str | None = None
 _P, _I64, _I, _D, _U32, _U64, _F = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double,
                                     ctypes.c_uint32, ctypes.c_uint64, ctypes.c_float)
 _SIGNATURES = {
-    "dense_tail_forward_train": (_I, [_P, _P, _P, _P, _I64, _I64, _I, _D, _U32, _F, _U64, _P, _P, _P, _P, _I]),
+    "dense_tail_forward_train": (_I, [_P, _P, _P, _P, _I64, _I64, _I, _D, _U32, _F, _U64, _P, _P, _P, _P, _P, _I]),
     "dense_tail_forward_eval": (None, [_P, _P, _P, _P, _I64, _I64, _I, _P, _I]),
     "dense_tail_backward": (_I, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I, _F, _P, _P, _P, _P, _I]),
+    "embedding_backward": (_I64, [_P, _P, _I64, _I64, _I64, _P, _P, _P, _I]),
 }
 
 
@@ -98,3 +99,9 @@ def library() -> ctypes.CDLL | None:
             warnings.warn(f"mtl_final: fused CPU kernels unavailable, using PyTorch ops ({err})", stacklevel=2)
             return None
     return _loaded
+
+
+def ptr(t: torch.Tensor) -> int:
+    """Address of a tensor's first element, for a kernel argument. The caller keeps `t` alive
+    (and contiguous, of the kernel's dtype) for the call."""
+    return t.data_ptr()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mtl_final import kernels
+from mtl_final.kernels import ptr
 from mtl_final.nn.dropout import ReLUDropout
 
 _THRESHOLD_LEVELS = 1 << 24
@@ -56,10 +57,6 @@ def can_fuse(x: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu") and kernels.library() is not None)
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 def _bias(linear: nn.Linear) -> torch.Tensor:
     return linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
 
@@ -74,34 +71,35 @@ class _DenseTail(torch.autograd.Function):
         z = torch.mm(x, weight.t())
         rows, width = z.shape
         o = torch.empty_like(z)
+        passed = torch.empty(z.shape, dtype=torch.uint8)  # 1 where o > 0: all backward needs of o
         mean, var, invstd = (torch.empty(width) for _ in range(3))
         threshold = round(unit.p * _THRESHOLD_LEVELS)
         scale = 1.0 / (1.0 - threshold / _THRESHOLD_LEVELS)
         key = int(torch.empty((), dtype=torch.int64).random_())
         bn = unit.bn
         if lib.dense_tail_forward_train(
-            _ptr(z), _ptr(bias), _ptr(gamma), _ptr(beta), rows, width, unit.steps, bn.eps, threshold, scale,
-            key, _ptr(o), _ptr(mean), _ptr(var), _ptr(invstd), torch.get_num_threads(),
+            ptr(z), ptr(bias), ptr(gamma), ptr(beta), rows, width, unit.steps, bn.eps, threshold, scale,
+            key, ptr(o), ptr(passed), ptr(mean), ptr(var), ptr(invstd), torch.get_num_threads(),
         ):
             raise MemoryError("dense_tail_forward_train: out of memory for per-thread sums")
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
         bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
         bn.running_var.mul_(1 - factor).add_(var, alpha=factor * rows / (rows - 1))
-        ctx.save_for_backward(x, weight, bias, gamma, z, o, mean, invstd)
+        ctx.save_for_backward(x, weight, bias, gamma, z, passed, mean, invstd)
         ctx.steps, ctx.scale = unit.steps, scale
         return o
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias, gamma, z, o, mean, invstd = ctx.saved_tensors
+        x, weight, bias, gamma, z, passed, mean, invstd = ctx.saved_tensors
         grad = grad.contiguous()
         rows, width = z.shape
         dz = torch.empty_like(z)
         dgamma, dbeta, dbias = (torch.empty(width) for _ in range(3))
         if kernels.library().dense_tail_backward(
-            _ptr(grad), _ptr(o), _ptr(z), _ptr(bias), _ptr(gamma), _ptr(mean), _ptr(invstd), rows, width,
-            ctx.steps, ctx.scale, _ptr(dz), _ptr(dgamma), _ptr(dbeta), _ptr(dbias), torch.get_num_threads(),
+            ptr(grad), ptr(passed), ptr(z), ptr(bias), ptr(gamma), ptr(mean), ptr(invstd), rows, width,
+            ctx.steps, ctx.scale, ptr(dz), ptr(dgamma), ptr(dbeta), ptr(dbias), torch.get_num_threads(),
         ):
             raise MemoryError("dense_tail_backward: out of memory for per-thread sums")
         dx = torch.mm(dz, weight) if ctx.needs_input_grad[0] else None
@@ -117,8 +115,8 @@ def _eval_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
     shift = bn.bias - bn.running_mean * scale
     bias = _bias(unit.linear)  # held: the kernel reads it through a raw pointer
     kernels.library().dense_tail_forward_eval(
-        _ptr(z), _ptr(bias), _ptr(scale), _ptr(shift), z.shape[0], z.shape[1], unit.steps,
-        _ptr(z), torch.get_num_threads(),
+        ptr(z), ptr(bias), ptr(scale), ptr(shift), z.shape[0], z.shape[1], unit.steps,
+        ptr(z), torch.get_num_threads(),
     )
     return z
 

@@ -7,7 +7,7 @@ training followed by a full valid evaluation each, exactly as the Trainer does t
 it does that in N fresh processes, one after another, and prints the JSON of the run whose median
 epoch is the median of the N, with every run's median in "runs_median_seconds" (a shared machine
 drifts between runs minutes apart; one run can land on a slow or a fast spell). "kernels" says
-whether the fused CPU kernels ran (train.kernels=native and buildable here) or PyTorch ops only.
+whether the fused CPU kernels ran (train.kernels=native, buildable here, float32) or PyTorch ops only.
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def main() -> None:
     result = {
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
         "threads": args.threads, "precision": cfg["train"]["precision"],
-        "kernels": "native" if kernels.library() is not None else "torch",
+        # autocast (bf16) always runs the modules: the fused kernels are float32
+        "kernels": "native" if kernels.library() is not None and not trainer.bf16 else "torch",
         "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),

@@ -302,15 +302,18 @@ def test_kernels_choice_is_validated():
         make_cfg("train.kernels=cuda")
 
 
-def test_kernels_share_torchs_openmp_runtime():
-    # Two OpenMP runtimes in one process would each keep their own spinning thread pool. A fresh
-    # process (scikit-learn, imported by the tests, brings a vendored libgomp of its own).
+def test_fresh_build_shares_torchs_openmp_runtime(tmp_path):
+    # A fresh process with an empty cache: the kernels compile, and load against the libgomp torch
+    # loaded (two OpenMP runtimes would each keep a spinning thread pool). Fresh also because
+    # scikit-learn, imported by other tests, brings a vendored libgomp of its own.
     if not Path("/proc/self/maps").exists():
         pytest.skip("needs /proc/self/maps (Linux)")
     code = ("import torch; from mtl_final import kernels; assert kernels.library() is not None; "
             "print(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env={**os.environ, "MTL_FINAL_CACHE": str(tmp_path)})
     assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "kernels").glob("dense_tail-*.so"))) == 1
     libraries = ast.literal_eval(done.stdout.strip())
     assert len(libraries) == 1 and "torch" in libraries[0], libraries
 

@@ -16,11 +16,11 @@ number that is not in those CSVs.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
-import sys
 from pathlib import Path
+
+from generated_file import write_or_check  # benchmarks/, on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH = ROOT / "results" / "frappe_x1_2b_kd_search"
@@ -112,14 +112,7 @@ def summary() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if summary.md differs")
-    args = parser.parse_args()
-    text, path = summary(), SEARCH / "summary.md"
-    if args.check:
-        sys.exit(0 if path.exists() and path.read_text(encoding="utf-8") == text else 1)
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
+    write_or_check(SEARCH / "summary.md", summary(), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ number that is not in those CSVs.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
-import sys
 from pathlib import Path
 
 from scipy import stats
+
+from generated_file import write_or_check  # benchmarks/, on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -76,14 +76,7 @@ def report() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the report differs")
-    args = parser.parse_args()
-    text = report()
-    if args.check:
-        sys.exit(0 if OUT.exists() and OUT.read_text(encoding="utf-8") == text else 1)
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT}")
+    write_or_check(OUT, report(), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

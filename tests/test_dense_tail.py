@@ -228,6 +228,12 @@ def test_fallbacks_run_the_modules(monkeypatch):
     block.train()(x)
     kernels.use_kernels("native")
     assert calls == []
+    block.train()
+    block.layers[1].eval()  # BatchNorm frozen while the rest trains
+    block.zero_grad(set_to_none=True)
+    block(x).sum().backward()
+    assert calls == [] and block.layers[0].linear.weight.grad is not None
+    block.train()
     seen = []
     block.layers[0].linear.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     block.train()(x)  # a hook on a layer must see its call

@@ -34,6 +34,8 @@ class DenseStack(nn.Sequential):
     def _fuses(self, x: torch.Tensor) -> bool:
         if not self.fused_units or not can_fuse(x) or self._hooked():
             return False
+        if any(u.bn.training != self.training or u.act.training != self.training for u in self.fused_units):
+            return False  # e.g. BatchNorm frozen in eval mode while the rest trains: the modules do that
         # training: BatchNorm needs two rows (its own error otherwise); evaluation: no backward
         return x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
 

@@ -319,7 +319,7 @@ def test_fresh_build_shares_torchs_openmp_runtime(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, "MTL_FINAL_CACHE": str(tmp_path)})
     assert done.returncode == 0, done.stderr
-    assert len(list((tmp_path / "kernels").glob("dense_tail-*.so"))) == 1
+    assert len(list((tmp_path / "kernels").glob("cpu_kernels-*.so"))) == 1
     libraries = ast.literal_eval(done.stdout.strip())
     assert len(libraries) == 1 and "torch" in libraries[0], libraries
 

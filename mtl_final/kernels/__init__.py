@@ -4,13 +4,15 @@
 which the Trainer calls with train.kernels) or could not be built (no compiler: a warning says why,
 once, and every caller falls back to plain PyTorch ops).
 The shared object is cached under $MTL_FINAL_CACHE (default ~/.cache/mtl_final)/kernels, keyed by a
-hash of the source, the compiler flags and this CPU's feature flags (it is built with -march=native).
+hash of the source, the compiler and its flags, this CPU's feature flags (it is built with
+-march=native) and the torch version.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 KERNEL_MODES = ("native", "torch")
-_SOURCE = Path(__file__).with_name("dense_tail.c")
+_SOURCE = Path(__file__).with_name("cpu_kernels.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 _mode = "native"
 _loaded: ctypes.CDLL | None = None
@@ -59,15 +61,15 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _build(target: Path, compiler: str) -> None:
+def _build(target: Path, compiler: list[str]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"],
+        done = subprocess.run([*compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"],
                               capture_output=True, text=True)
         if done.returncode:
-            raise OSError(f"{compiler} failed: {done.stderr.strip()[-800:]}")
+            raise OSError(f"{' '.join(compiler)} failed: {done.stderr.strip()[-800:]}")
         os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
     finally:
         if os.path.exists(tmp):
@@ -81,12 +83,12 @@ def library() -> ctypes.CDLL | None:
         return None
     if _loaded is None:
         try:
-            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+            compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
             if not compiler:
                 raise OSError("no C compiler found (set CC, or install gcc)")
-            key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode() + _cpu_flags().encode()
-                                 + torch.__version__.encode()).hexdigest()[:16]
-            target = _cache_dir() / f"dense_tail-{key}.so"
+            key = hashlib.sha256("\n".join([_SOURCE.read_text(), *compiler, *_FLAGS, _cpu_flags(), torch.__version__])
+                                 .encode()).hexdigest()[:16]
+            target = _cache_dir() / f"cpu_kernels-{key}.so"
             if not target.exists():
                 _build(target, compiler)
             lib = ctypes.CDLL(str(target))  # its libgomp.so.1 resolves to the one torch already loaded

@@ -3,7 +3,7 @@ CPU op, with the same parameters and running statistics as the modules it stands
 
 `fused_unit(layer, bn, act)` says whether a (layer, BatchNorm1d, activation) triple of a dense stack
 can run fused; `dense_tail(unit, x)` runs it. The matmuls stay in PyTorch (MKL); the elementwise
-work runs in mtl_final/kernels/dense_tail.c (2 passes forward, 2 backward, instead of ~10 and ~12).
+work runs in mtl_final/kernels/cpu_kernels.c (2 passes forward, 2 backward, instead of ~10 and ~12).
 Same mathematics as the unfused modules; float sums in another order, and dropout masks drawn by a
 counter-based hash keyed from PyTorch's generator (so torch.manual_seed still fixes them).
 """

@@ -1,4 +1,7 @@
-/* Fused CPU kernels for one dense layer's elementwise tail:
+/* CPU kernels of mtl_final (built and loaded by mtl_final/kernels/__init__.py). Most of this file is
+   the fused elementwise tail of one dense layer; the embedding backward is at the end.
+
+   One dense layer's elementwise tail:
 
        h = step(z + b)          step = identity (MLP, FINAL N=1) or [z1, z1 * z2] (FINAL N=2 "concat")
        y = BatchNorm(h)         batch statistics in training, running statistics in evaluation

@@ -76,7 +76,7 @@ def report() -> str:
 
 
 def main() -> None:
-    write_or_check(OUT, report(), __doc__.splitlines()[0])
+    write_or_check({OUT: report()}, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

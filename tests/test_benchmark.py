@@ -368,9 +368,9 @@ def test_readme_results_section_matches_the_committed_reports():
         module.section("# title\n\nbody\n", "## Missing")
 
 
-@pytest.mark.parametrize("script", ["final_2b_kd_search.py", "kernel_paths.py"])
+@pytest.mark.parametrize("script", ["final_search.py", "kernel_paths.py"])
 def test_generated_result_summaries_match_their_csvs(script):
-    # results/frappe_x1_2b_kd_search/summary.md and results/frappe_x1_kernels.md are written from the
+    # results/frappe_x1_{2b_kd,1b}_search/summary.md and results/frappe_x1_kernels.md are written from the
     # committed CSVs; after a CSV changes, the script must be re-run (this test says so).
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), "--check"], cwd=REPO_ROOT)
     assert done.returncode == 0, f"run: python benchmarks/{script}"

@@ -165,6 +165,20 @@ def test_feature_embedding_offsets_padding_and_numeric():
     assert emb.squared_norm().item() == pytest.approx(table.pow(2).sum().item() + emb.numeric.pow(2).sum().item())
 
 
+@pytest.mark.parametrize("row, column, value", [(1, 0, 4), (0, 1, -1), (1, 1, 99)])
+def test_feature_embedding_rejects_a_value_outside_its_field(row, column, value):
+    # 4 in field "a" (size 4) would silently read field "b"'s row 0; -1 and 99 would fail deep in torch
+    spec = FeatureSpec(categorical=(("a", 4), ("b", 3)), numeric=())
+    emb = FeatureEmbedding(spec, 2)
+    cat = torch.tensor([[0, 2], [3, 0]])
+    cat[row, column] = value
+    name, size = spec.categorical[column]
+    with torch.no_grad(), pytest.raises(IndexError, match=(
+            rf"categorical field '{name}' \(column {column}\): encoded value {value} at batch row {row} is outside "
+            rf"its vocabulary \[0, {size}\); encode raw data with the run's encoders")):
+        emb.eval()(Batch(cat, torch.zeros(2, 0)))
+
+
 def test_embedding_init_is_paper_init():
     torch.manual_seed(0)
     emb = FeatureEmbedding(FeatureSpec(categorical=(("a", 20000),)), 10)

@@ -11,6 +11,13 @@ from mtl_final.kernels import ptr
 EMBEDDING_INIT_STD = 1e-4
 
 
+def out_of_vocabulary(field: str, value: int, row: int, size: int) -> IndexError:
+    """The error for an encoded categorical value outside its field's vocabulary [0, size)."""
+    return IndexError(f"{field}: encoded value {value} at batch row {row} is outside its vocabulary [0, {size}); "
+                      "encode raw data with the run's encoders (encoders.json, as mtl_final.predict does) "
+                      "instead of passing ids from another vocabulary")
+
+
 class _LookupRows(torch.autograd.Function):
     """table[index] whose backward scatters the rows' gradients in index order and zeroes the
     padding rows.
@@ -42,8 +49,8 @@ class _LookupRows(torch.autograd.Function):
                                          ptr(grad_table), torch.get_num_threads())
             if bad >= 0:
                 b, f = divmod(bad, fields)
-                raise IndexError(f"categorical field {f}: encoded value {int(index[b, f] - starts[f])} at batch "
-                                 f"row {b} is outside its vocabulary [0, {int(ends[f] - starts[f])})")
+                raise out_of_vocabulary(f"categorical field {f}", int(index[b, f] - starts[f]), b,
+                                        int(ends[f] - starts[f]))
         else:
             grad_table = grad.new_zeros(rows, dim).index_add_(0, index.reshape(-1), grad.reshape(-1, dim))
         return grad_table.index_fill_(0, starts, 0.0), None, None, None
@@ -85,10 +92,22 @@ class FeatureEmbedding(nn.Module):
         """Batch → [batch, fields, dim]."""
         parts = []
         if self.offsets.numel():
+            if batch.cat.device.type == "cpu":  # on a GPU the check would cost a host sync per batch
+                self.check_vocabulary(batch.cat)
             parts.append(_LookupRows.apply(self.table.weight, batch.cat + self.offsets, self.offsets, self.field_ends))
         if self.numeric.shape[0]:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def check_vocabulary(self, cat: torch.Tensor) -> None:
+        """Raise IndexError (naming field, row and value) unless every value of cat [batch, fields] lies in
+        its field's vocabulary: one out of range would silently read another field's rows."""
+        sizes = self.field_ends - self.offsets
+        bad = (cat < 0) | (cat >= sizes)
+        if bool(bad.any()):
+            row, f = (int(i) for i in bad.nonzero()[0])
+            name = self.features.categorical[f][0]
+            raise out_of_vocabulary(f"categorical field {name!r} (column {f})", int(cat[row, f]), row, int(sizes[f]))
 
     def squared_norm(self) -> torch.Tensor:
         """‖E‖² over every embedding parameter (whole tables, not only looked-up rows)."""

@@ -195,7 +195,7 @@ def test_runner_runs_cells_resumes_and_retries(tiny: dict[str, Path], monkeypatc
     csv_file.write_text("".join(line for line in lines if not line.startswith("MLP,1,")))
     calls = []
 
-    def fake_run(cfg, run_dir, log):
+    def fake_run(cfg, run_dir, log, resume=False):
         calls.append((cfg["model"]["name"], cfg["seed"], cfg["data"]["root"], cfg["train"]["progress"], Path(run_dir)))
         return _fake_metrics()
 
@@ -210,7 +210,7 @@ def test_runner_runs_cells_resumes_and_retries(tiny: dict[str, Path], monkeypatc
 def test_failed_cell_is_reported_not_written_and_retried(tiny: dict[str, Path],
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    def flaky(cfg, run_dir, log):
+    def flaky(cfg, run_dir, log, resume=False):
         if cfg["model"]["name"] == "lr" and cfg["seed"] == 2:
             raise RuntimeError("boom")
         return _fake_metrics()
@@ -224,10 +224,39 @@ def test_failed_cell_is_reported_not_written_and_retried(tiny: dict[str, Path],
 
     calls = []
     monkeypatch.setattr(runner, "run_experiment",
-                        lambda cfg, run_dir, log: calls.append((cfg["model"]["name"], cfg["seed"])) or _fake_metrics())
+                        lambda cfg, run_dir, log, resume=False: calls.append((cfg["model"]["name"], cfg["seed"])) or _fake_metrics())
     assert main(_argv(tiny)) == 0
     assert calls == [("lr", 2)]
     assert len(runner.read_rows(tiny["out"] / "tiny.csv")) == 4
+
+
+def test_interrupted_cell_continues_from_its_checkpoint(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from mtl_final.train.trainer import Trainer
+
+    extra = ["train.epochs=3", "train.eval_every_steps=2", "block.dropout=0.1"]  # 4 steps per epoch
+    reference = {**tiny, "out": tiny["out"].parent / "ref", "runs": tiny["runs"].parent / "ref_runs"}
+    assert main(_argv(reference, models="MLP", seeds="1") + extra) == 0
+    step = Trainer.train_step
+
+    def crash(self, batch, params):
+        if self.global_step == 5:
+            raise RuntimeError("killed")
+        return step(self, batch, params)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    assert main(_argv(tiny, models="MLP", seeds="1") + extra) == 1
+    monkeypatch.setattr(Trainer, "train_step", step)
+    capsys.readouterr()
+    assert main(_argv(tiny, models="MLP", seeds="1") + extra) == 0
+    assert "resumed" in capsys.readouterr().out
+    (row,), (ref,) = runner.read_rows(tiny["out"] / "tiny.csv"), runner.read_rows(reference["out"] / "tiny.csv")
+    assert {k: v for k, v in row.items() if k != "seconds"} == {k: v for k, v in ref.items() if k != "seconds"}
+    # another config in the same run directory starts afresh
+    capsys.readouterr()
+    (tiny["out"] / "tiny.csv").unlink()
+    assert main(_argv(tiny, models="MLP", seeds="1") + extra + ["train.lr=0.01"]) == 0
+    assert "resumed" not in capsys.readouterr().out
 
 
 def test_unknown_model_id_lists_valid_ids(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -328,7 +357,7 @@ def test_report_not_enough_seeds_and_notes_are_kept(tmp_path: Path) -> None:
 
 
 def test_report_only_cli_and_command_log(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "run_experiment", lambda cfg, run_dir, log: _fake_metrics())
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, run_dir, log, resume=False: _fake_metrics())
     argv = _argv(tiny, models="LR", seeds="7")
     assert main(argv) == 0
     logged = report.read_commands(tiny["out"], "tiny")

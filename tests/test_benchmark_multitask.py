@@ -216,7 +216,7 @@ def test_grid_runs_cells_writes_csv_and_resumes(tiny: dict[str, Path], monkeypat
     csv_file.write_text("".join(line for line in lines if not line.startswith("mmoe,final_dual_kd,1,")))
     calls = []
 
-    def fake_run(cfg, run_dir, log):
+    def fake_run(cfg, run_dir, log, resume=False):
         calls.append((cfg["model"]["name"], cfg["tower"]["kind"], cfg["tower"]["dual"], cfg["expert"]["kind"],
                       cfg["seed"], cfg["train"]["progress"], Path(run_dir)))
         return _fake_metrics(entire_space=True)
@@ -239,7 +239,7 @@ def test_grid_runs_cells_writes_csv_and_resumes(tiny: dict[str, Path], monkeypat
 def test_grid_failed_cell_is_reported_not_written_and_retried(tiny: dict[str, Path],
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    def flaky(cfg, run_dir, log):
+    def flaky(cfg, run_dir, log, resume=False):
         if cfg["model"]["name"] == "mmoe" and cfg["tower"]["kind"] == "mlp":
             return {**_fake_metrics(), "test": {"ctr": {"auc": 0.7, "logloss": 0.5, "rows": 60}}}  # no cvr
         return _fake_metrics()
@@ -253,7 +253,7 @@ def test_grid_failed_cell_is_reported_not_written_and_retried(tiny: dict[str, Pa
                                                           ("mmoe", "final_dual_kd")]
     calls = []
     monkeypatch.setattr(runner, "run_experiment",
-                        lambda cfg, run_dir, log: calls.append(str(run_dir)) or _fake_metrics())
+                        lambda cfg, run_dir, log, resume=False: calls.append(str(run_dir)) or _fake_metrics())
     assert main(_argv(tiny)) == 0
     assert calls == [str(tiny["runs"] / "tiny" / "mmoe" / "mlp" / "seed1")]
 

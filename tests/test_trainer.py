@@ -129,3 +129,93 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     assert train_main(["--tasks", "ctr,ctx", *tiny_overrides(root, tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "ctx" in err and "cvr" in err  # names the unknown task and lists declared ones
+
+
+class Crash(Exception):
+    pass
+
+
+def _resume_overrides(root: Path, tmp: Path) -> list[str]:
+    # FINAL 2B+KD with dropout (the resumed run must redo the same dropout draws) and validation every
+    # 3 steps of 5-step epochs, so that checkpoints fall inside epochs too
+    return tiny_overrides(root, tmp) + ["model=final", "block.kind=final", "tasks=[ctr]", "model.num_blocks=2",
+                                        "model.kd=true", "block.dropout=0.2", "train.epochs=4",
+                                        "train.eval_every_steps=3", "train.patience=10"]
+
+
+def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [(e.step, e.value) for e in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatch):
+    from mtl_final.train.run import resume_run
+
+    root = write_tiny_dataset(tmp_path / "data")
+    cfg = load_config(None, _resume_overrides(root, tmp_path))
+    whole = run_experiment(cfg, tmp_path / "whole", log=lambda s: None)
+    assert whole["steps"] == 20 and whole["epochs_run"] == 4  # 600 rows / 128 = 5 steps per epoch
+
+    step = Trainer.train_step
+
+    def crash_at_step_11(self, batch, params):
+        if self.global_step == 10:  # mid-epoch 3, one step after the checkpoint of step 9
+            raise Crash
+        return step(self, batch, params)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_11)
+    with pytest.raises(Crash):
+        run_experiment(cfg, tmp_path / "cut", log=lambda s: None)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["step"] == 9
+    monkeypatch.setattr(Trainer, "train_step", step)
+    logs: list[str] = []
+    resumed = resume_run(tmp_path / "cut", log=logs.append)
+
+    assert any("resumed" in line and "at step 9 (epoch 2" in line for line in logs), logs
+    for key in ("valid", "test", "best_epoch", "epochs_run", "steps"):
+        assert resumed[key] == whole[key], key
+    best_whole = torch.load(tmp_path / "whole" / "best.pt", weights_only=False)
+    best_cut = torch.load(tmp_path / "cut" / "best.pt", weights_only=False)
+    assert best_whole["step"] == best_cut["step"]
+    for name, value in best_whole["model"].items():
+        assert torch.equal(value, best_cut["model"][name]), name
+    last_whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    last_cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert strip(last_cut["history"]) == strip(last_whole["history"]) and len(last_whole["history"]) == 6
+    # TensorBoard shows one curve: the scalars logged after the checkpoint and then redone are hidden
+    assert _scalars(tmp_path / "cut", "valid/ctr/auc") == _scalars(tmp_path / "whole", "valid/ctr/auc")
+    assert [s for s, _ in _scalars(tmp_path / "cut", "train/loss")] == [10, 20]
+
+    # resuming a finished run trains nothing and reports the same metrics
+    again = resume_run(tmp_path / "cut", log=lambda s: None)
+    assert again["valid"] == whole["valid"] and again["steps"] == 20
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    from mtl_final.train.run import can_resume, resume_run
+
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        resume_run(tmp_path / "nothing")
+    root = write_tiny_dataset(tmp_path / "data")
+    cfg = load_config(None, _resume_overrides(root, tmp_path) + ["train.epochs=1"])
+    run_experiment(cfg, tmp_path / "run", log=lambda s: None)
+    assert train_main(["--resume", str(tmp_path / "run"), "train.lr=0.1"]) == 2
+    assert "takes no --config, --out, --tasks or key=value overrides" in capsys.readouterr().err
+    assert can_resume(tmp_path / "run", cfg) and not can_resume(tmp_path / "run", {**cfg, "seed": 7})
+    # a last.pt of the previous format (no resume state) is refused, not half-restored
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    torch.save({k: v for k, v in last.items() if k not in ("format", "rng", "history")}, tmp_path / "run" / "last.pt")
+    assert not can_resume(tmp_path / "run", cfg)
+    with pytest.raises(ValueError, match=r"last.pt \(format None\) was written by another version"):
+        resume_run(tmp_path / "run", log=lambda s: None)
+    torch.save(last, tmp_path / "run" / "last.pt")
+    # the train data changed since the run started: its encoders no longer match
+    lines = (root / "train.csv").read_text().splitlines()
+    (root / "train.csv").write_text("\n".join(lines + ["9,0,0,0.5,1,0"]) + "\n")
+    with pytest.raises(ValueError, match=r"encoders fitted on today's train data differ from .*encoders.json"):
+        resume_run(tmp_path / "run", log=lambda s: None)
+    (tmp_path / "run" / "last.pt").unlink()
+    assert train_main(["--resume", str(tmp_path / "run")]) == 2
+    assert "no last.pt" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mtl_final.config import ConfigError, load_config
-from mtl_final.train.run import run_experiment
+from mtl_final.train.run import can_resume, run_experiment
 
 # Paper order: Table 1 (baselines, then the FINAL variants), then Table 2's MLP and drop-ins.
 MODEL_IDS: tuple[str, ...] = (
@@ -329,7 +329,8 @@ def _run_cells(title: str, cells: Sequence[Cell], path: Path, layout: CsvLayout,
                overrides: Sequence[str], log: Callable[[str], None]) -> RunSummary:
     """The cell loop of both modes: skip cells already in the CSV at ``path``, run the others in
     order (config <- seed, no progress bar, the cell's own overrides, then ``overrides``), append
-    one row per finished cell; a failure is logged and collected, and the remaining cells still run."""
+    one row per finished cell; a failure is logged and collected, and the remaining cells still run.
+    A cell whose run directory holds an interrupted run of the same config continues it (last.pt)."""
     done = {(layout.label(r), r["seed"]) for r in read_rows(path, log, layout)}
     summary = RunSummary()
     todo = [c for c in cells if (c.label, c.seed) not in done]
@@ -345,7 +346,8 @@ def _run_cells(title: str, cells: Sequence[Cell], path: Path, layout: CsvLayout,
         try:
             cfg = load_config(cell.config, [f"seed={cell.seed}", "train.progress=false", *cell.overrides,
                                             *overrides])
-            metrics = run_experiment(cfg, run_dir=run_dir_of(runs_dir, title, cell.label, cell.seed), log=log)
+            run_dir = run_dir_of(runs_dir, title, cell.label, cell.seed)
+            metrics = run_experiment(cfg, run_dir=run_dir, log=log, resume=can_resume(run_dir, cfg))
             row = make_row(cell, metrics)
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the benchmark
             log(f"FAILED {title} {cell.label} seed {cell.seed}: {type(exc).__name__}: {exc}\n"

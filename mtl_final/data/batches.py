@@ -53,10 +53,14 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         """Yield batches: cat [B, Fc] int64, num [B, Fn] float32, labels task -> [B] float32."""
+        return self.batches()
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from batch index `start` on (a resumed epoch skips those it has done)."""
         d = self.data
         perm = self.order()
         bs = self.batch_size
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             lo, hi = b * bs, min((b + 1) * bs, self.n_rows)
             if perm is None:
                 yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()})

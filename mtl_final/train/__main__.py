@@ -1,4 +1,5 @@
-"""python -m mtl_final.train [--config FILE] [--out DIR] [--tasks ctr,cvr] [key=value ...]"""
+"""python -m mtl_final.train [--config FILE] [--out DIR] [--tasks ctr,cvr] [key=value ...]
+   python -m mtl_final.train --resume RUN_DIR"""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML run config (default: the bundled simulator ESMM job)")
     parser.add_argument("--out", help="run directory (default: runs/<time>-<model>-<config hash>)")
     parser.add_argument("--tasks", help="comma-separated tasks to train, e.g. ctr,cvr (same as tasks=[...])")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from RUN_DIR/last.pt, with the config it wrote")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
 
@@ -32,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.tasks:
         overrides.insert(0, "tasks=[" + ",".join(t.strip() for t in args.tasks.split(",")) + "]")
+    if args.resume and (args.config or args.out or overrides):
+        print("error: --resume continues a run with the config it wrote; it takes no --config, --out, --tasks "
+              "or key=value overrides (start a new run to change the experiment)", file=sys.stderr)
+        return 2
     try:
+        if args.resume:
+            from mtl_final.train.run import resume_run
+
+            resume_run(args.resume)
+            return 0
         cfg = load_config(args.config or str(DEFAULT_CONFIG), overrides)
         from mtl_final.train.run import run_experiment
 

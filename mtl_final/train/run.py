@@ -12,13 +12,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from mtl_final.config import config_hash, dump_config
+from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
+from mtl_final.train.checkpoint import load_checkpoint
 from mtl_final.train.metrics import auc, logloss
 from mtl_final.train.runtime import configure_cpu
-from mtl_final.train.trainer import Trainer
+from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
 SPLITS = ("train", "valid", "test")
 
@@ -63,22 +64,28 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
 
 
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate one configuration; writes config.yaml, encoders.json, best.pt,
-    last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict."""
+    last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict.
+
+    resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
     t = cfg["train"]
     configure_cpu(t["num_threads"])
     seed_everything(int(cfg["seed"]))
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    if not resume:
+        dump_config(cfg, run_dir / "config.yaml")
 
     schema, root = resolve_dataset(cfg, log)
     if cfg["tasks"]:
         schema = schema.select_tasks(list(cfg["tasks"]))
     store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
                                        invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
-    store.encoders.save(run_dir / "encoders.json")
+    if resume:
+        _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
+    else:
+        store.encoders.save(run_dir / "encoders.json")
     task_labels = {task.name: task.label for task in (*schema.tasks, *schema.parent_tasks)}
     splits = {name: store.split(name).to_tensors(task_labels) for name in SPLITS}
     log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
@@ -94,6 +101,12 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
             raise ValueError(f"train.gauc_field={t['gauc_field']!r} is not a categorical field; choose one of {names}")
         gauc_column = names.index(t["gauc_field"])
     trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column)
+    if resume:
+        last = load_checkpoint(run_dir / "last.pt", device)
+        best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
+        trainer.restore(last, best)
+        log(f"resumed {run_dir} at step {trainer.global_step} (epoch {last['epoch']}, "
+            f"{len(trainer.history)} evaluations done)")
     trainer.fit(splits["train"], splits["valid"])
 
     metrics: dict[str, Any] = {
@@ -117,6 +130,40 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     log(f"test: {summary} | best epoch {trainer.best_epoch} of {trainer.epochs_run} | "
         f"{trainer.train_seconds:.1f}s | metrics in {run_dir / 'metrics.json'}")
     return metrics
+
+
+def resume_run(run_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Continue an interrupted run from its directory: the config.yaml it wrote, its encoders and
+    its last.pt (written after every validation). The continued run takes the same steps, batches
+    and dropout draws as an uninterrupted one, so on the same machine and thread count it ends
+    with the same weights and metrics. A finished run only has its metrics recomputed."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "last.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"cannot resume {run_dir}: no {name} (a run writes last.pt after its first "
+                                    "validation; start it again with --config instead)")
+    return run_experiment(load_config(run_dir / "config.yaml"), run_dir, log=log, resume=True)
+
+
+def can_resume(run_dir: str | Path, cfg: Mapping[str, Any]) -> bool:
+    """Whether run_dir holds a run of exactly `cfg` whose last.pt this version can continue."""
+    run_dir = Path(run_dir)
+    if not ((run_dir / "last.pt").is_file() and (run_dir / "config.yaml").is_file()):
+        return False
+    try:
+        if load_config(run_dir / "config.yaml") != cfg:
+            return False
+    except ConfigError:
+        return False
+    return load_checkpoint(run_dir / "last.pt").get("format") == CHECKPOINT_FORMAT
+
+
+def _check_same_encoders(fitted: dict[str, Any], saved: Path) -> None:
+    if not saved.is_file():
+        raise FileNotFoundError(f"cannot resume: {saved} is missing")
+    if json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(fitted)):
+        raise ValueError(f"cannot resume: the encoders fitted on today's train data differ from {saved} "
+                         "(the data changed since the run started); start a new run instead")
 
 
 def entire_space_metrics(trainer: Trainer, test: Any, root: Path, schema: DatasetSchema, seed: int) -> dict[str, Any]:

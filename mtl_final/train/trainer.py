@@ -3,7 +3,8 @@
 Adam; evaluate on valid every epoch (or every k steps); monitor a valid metric; on no
 improvement lr ← max(lr·factor, min_lr) and count; stop after `patience` non-improving
 evaluations; reload the best weights. Gradient norm clipping, whole-table embedding L2
-(in the model's loss), TensorBoard scalars and atomic checkpoints. train.precision=bf16 runs the
+(in the model's loss), TensorBoard scalars and atomic checkpoints: best.pt (best weights) and
+last.pt after every validation, which `restore` continues exactly. train.precision=bf16 runs the
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
 logits and losses stay float32. train.kernels=native (process-wide, like the thread count) lets dense
 blocks run fused CPU kernels (mtl_final/nn/dense_tail.py).
@@ -25,6 +26,9 @@ from mtl_final.data.batches import BatchLoader
 from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import save_atomic
 from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
+
+
+CHECKPOINT_FORMAT = 2  # what last.pt holds; 1 (no format key) had no resume state
 
 
 def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -74,12 +78,10 @@ class Trainer:
                 "it will be slower than fp32, not faster")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
-        self.writer = None
-        if self.run_dir and self.t["tensorboard"]:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir))
+        self.writer = None  # opened by fit (after a restore, so that it can purge redone steps)
         self.global_step = 0
+        self.epoch_loss: tuple[float, int] = (0.0, 0)  # loss sum and steps of the current epoch so far
+        self.train_seconds = 0.0
         self.best_value = -math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -111,18 +113,26 @@ class Trainer:
 
     # --- training ---------------------------------------------------------------------
     def fit(self, train: Any, valid: Any) -> list[dict[str, Any]]:
+        """Train until early stop, train.epochs or train.max_steps; then reload the best weights.
+        After `restore` it continues where the checkpoint left off (the same steps, batches and
+        dropout draws as an uninterrupted run)."""
         t = self.t
         loader = BatchLoader(train, t["batch_size"], shuffle=True, seed=int(self.cfg["seed"]))
         eval_every = t["eval_every_steps"] or len(loader)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        start = time.perf_counter()
-        stop = False
-        for epoch in range(1, t["epochs"] + 1):
+        start = time.perf_counter() - self.train_seconds
+        epoch, skip = divmod(self.global_step, len(loader))  # epochs done, batches done in the next one
+        if skip == 0:
+            self.epoch_loss = (0.0, 0)
+        stop = self.finished(len(loader))
+        self._open_writer()
+        while not stop and epoch < t["epochs"]:
+            epoch += 1
             loader.set_epoch(epoch)
             self.model.train()
-            running = torch.zeros((), device=self.device)
-            n_steps = 0
-            for batch in self._progress(loader, epoch):
+            running = torch.full((), self.epoch_loss[0], device=self.device)
+            n_steps = self.epoch_loss[1]
+            for batch in self._progress(loader, epoch, skip):
                 loss, parts = self.train_step(batch.to(self.device), params)
                 self.global_step += 1
                 n_steps += 1
@@ -131,18 +141,15 @@ class Trainer:
                     self.writer.add_scalar("train/loss", loss.item(), self.global_step)
                     for name, value in parts.items():
                         self.writer.add_scalar(f"train/loss_{name}", value.item(), self.global_step)
-                if self.global_step % eval_every == 0:
-                    stop = self._evaluate_and_schedule(valid, epoch, float(running) / n_steps, start)
+                capped = bool(t["max_steps"]) and self.global_step >= t["max_steps"]
+                if self.global_step % eval_every == 0 or capped:
+                    self.epoch_loss = (float(running), n_steps)
+                    self.train_seconds = time.perf_counter() - start
+                    stop = self._evaluate_and_schedule(valid, epoch, float(running) / n_steps, start) or capped
                     self.model.train()
                     if stop:
                         break
-                if t["max_steps"] and self.global_step >= t["max_steps"]:
-                    stop = True
-                    if self.global_step % eval_every:
-                        self._evaluate_and_schedule(valid, epoch, float(running) / max(n_steps, 1), start)
-                    break
-            if stop:
-                break
+            skip, self.epoch_loss = 0, (0.0, 0)
         self.train_seconds = time.perf_counter() - start
         self.epochs_run = epoch
         if self.best_state is not None:
@@ -150,6 +157,50 @@ class Trainer:
         if self.writer:
             self.writer.flush()
         return self.history
+
+    def finished(self, steps_per_epoch: int) -> bool:
+        """Whether training is over: patience used up, or train.max_steps / train.epochs reached."""
+        t = self.t
+        return (self.stopping_steps >= t["patience"] or self.global_step >= t["epochs"] * steps_per_epoch
+                or (bool(t["max_steps"]) and self.global_step >= t["max_steps"]))
+
+    # --- resume -----------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything `restore` needs to continue this run exactly: weights, optimizer, schedule,
+        history, the running loss of the current epoch and the RNG state (dropout draws)."""
+        state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": self.history[-1]["epoch"] if self.history else 0, "step": self.global_step,
+                 "best_value": self.best_value, "best_epoch": self.best_epoch, "stopping_steps": self.stopping_steps, "history": self.history,
+                 "epoch_loss": self.epoch_loss, "train_seconds": self.train_seconds,
+                 "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def restore(self, last: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """Load a `checkpoint` (last.pt) and the best weights (best.pt) of an interrupted run."""
+        if last.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"this last.pt (format {last.get('format')}) was written by another version of "
+                             f"mtl_final than this one (format {CHECKPOINT_FORMAT}) and cannot be resumed; "
+                             "start the run again")
+        self.model.load_state_dict(last["model"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.global_step = int(last["step"])
+        self.best_value, self.best_epoch = float(last["best_value"]), int(last["best_epoch"])
+        self.stopping_steps, self.history = int(last["stopping_steps"]), list(last["history"])
+        self.epoch_loss, self.train_seconds = tuple(last["epoch_loss"]), float(last["train_seconds"])
+        self.best_state = best["model"] if best is not None else None
+        torch.set_rng_state(last["rng"])
+        if "cuda_rng" in last and self.device.type == "cuda":
+            torch.cuda.set_rng_state(last["cuda_rng"], self.device)
+
+    def _open_writer(self) -> None:
+        """The run's TensorBoard writer; after a restore it hides the scalars an interrupted run
+        logged past its checkpoint (they are about to be logged again)."""
+        if self.writer is None and self.run_dir and self.t["tensorboard"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.global_step + 1 if self.global_step else None)
 
     def train_step(self, batch: Any, params: list[nn.Parameter]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimizer step on `batch`: forward (under `autocast`), loss, backward, clipping, update.
@@ -164,12 +215,13 @@ class Trainer:
         self.optimizer.step()
         return loss, parts
 
-    def _progress(self, loader: BatchLoader, epoch: int):
+    def _progress(self, loader: BatchLoader, epoch: int, skip: int):
+        batches = loader.batches(start=skip)
         if not self.t["progress"]:
-            return loader
+            return batches
         from tqdm import tqdm
 
-        return tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0)
+        return tqdm(batches, desc=f"epoch {epoch}", leave=False, mininterval=1.0, initial=skip, total=len(loader))
 
     def _evaluate_and_schedule(self, valid: Any, epoch: int, train_loss: float, start: float) -> bool:
         metrics = self.evaluate(valid)
@@ -203,9 +255,7 @@ class Trainer:
                     if name != "rows":
                         self.writer.add_scalar(f"valid/{task}/{name}", v, self.global_step)
         if self.run_dir:
-            save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "epoch": epoch, "step": self.global_step, "best_value": self.best_value,
-                         "stopping_steps": self.stopping_steps}, self.run_dir / "last.pt")
+            save_atomic(self.checkpoint(), self.run_dir / "last.pt")
         return self.stopping_steps >= self.t["patience"]
 
     def log_hparams(self, hparams: Mapping[str, Any], final_metrics: Mapping[str, float]) -> None:

@@ -74,7 +74,7 @@ SEARCHES = (
     ),
     Search(
         model="FINAL_1B", title="FINAL 1B", folder="frappe_x1_1b_search",
-        variants={  # the torch-path paper rows are in results/frappe_x1.csv and frappe_x1_kernels/1b_torch.csv
+        variants={
             "paper": ("", "native", "paper_notes §4 as it is"),
             "drop01": ("block.dropout=0.1", "native", "less dropout"),
             "drop03": ("block.dropout=0.3", "native", "more dropout"),

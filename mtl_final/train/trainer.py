@@ -168,11 +168,12 @@ class Trainer:
     def checkpoint(self) -> dict[str, Any]:
         """Everything `restore` needs to continue this run exactly: weights, optimizer, schedule,
         history, the running loss of the current epoch and the RNG state (dropout draws)."""
-        state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "epoch": self.history[-1]["epoch"] if self.history else 0, "step": self.global_step,
-                 "best_value": self.best_value, "best_epoch": self.best_epoch, "stopping_steps": self.stopping_steps, "history": self.history,
-                 "epoch_loss": self.epoch_loss, "train_seconds": self.train_seconds,
-                 "rng": torch.get_rng_state()}
+        state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "step": self.global_step,
+                 "epoch": self.history[-1]["epoch"] if self.history else 0, "history": self.history,
+                 "best_value": self.best_value, "best_epoch": self.best_epoch,
+                 "stopping_steps": self.stopping_steps, "epoch_loss": self.epoch_loss,
+                 "train_seconds": self.train_seconds, "rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -200,7 +201,8 @@ class Trainer:
         if self.writer is None and self.run_dir and self.t["tensorboard"]:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.global_step + 1 if self.global_step else None)
+            purge = self.global_step + 1 if self.global_step else None
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=purge)
 
     def train_step(self, batch: Any, params: list[nn.Parameter]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimizer step on `batch`: forward (under `autocast`), loss, backward, clipping, update.

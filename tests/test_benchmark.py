@@ -252,11 +252,13 @@ def test_interrupted_cell_continues_from_its_checkpoint(tiny: dict[str, Path], m
     assert "resumed" in capsys.readouterr().out
     (row,), (ref,) = runner.read_rows(tiny["out"] / "tiny.csv"), runner.read_rows(reference["out"] / "tiny.csv")
     assert {k: v for k, v in row.items() if k != "seconds"} == {k: v for k, v in ref.items() if k != "seconds"}
-    # another config in the same run directory starts afresh
-    capsys.readouterr()
-    (tiny["out"] / "tiny.csv").unlink()
-    assert main(_argv(tiny, models="MLP", seeds="1") + extra + ["train.lr=0.01"]) == 0
-    assert "resumed" not in capsys.readouterr().out
+    # a finished cell run again (its row deleted) trains again, and so does another config
+    for more in ([], ["train.lr=0.01"]):
+        capsys.readouterr()
+        (tiny["out"] / "tiny.csv").unlink()
+        assert main(_argv(tiny, models="MLP", seeds="1") + extra + more) == 0
+        out = capsys.readouterr().out
+        assert "resumed" not in out and "epoch 1 step 2:" in out, out  # trained from step 1
 
 
 def test_unknown_model_id_lists_valid_ids(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

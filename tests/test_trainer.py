@@ -203,6 +203,8 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     run_experiment(cfg, tmp_path / "run", log=lambda s: None)
     assert train_main(["--resume", str(tmp_path / "run"), "train.lr=0.1"]) == 2
     assert "takes no --config, --out, --tasks or key=value overrides" in capsys.readouterr().err
+    assert not can_resume(tmp_path / "run", cfg)  # finished: a benchmark rerun trains it again
+    (tmp_path / "run" / "metrics.json").unlink()
     assert can_resume(tmp_path / "run", cfg) and not can_resume(tmp_path / "run", {**cfg, "seed": 7})
     # a last.pt of the previous format (no resume state) is refused, not half-restored
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)

@@ -75,6 +75,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
         dump_config(cfg, run_dir / "config.yaml")
 
     schema, root = resolve_dataset(cfg, log)
@@ -146,9 +147,11 @@ def resume_run(run_dir: str | Path, log: Callable[[str], None] = print) -> dict[
 
 
 def can_resume(run_dir: str | Path, cfg: Mapping[str, Any]) -> bool:
-    """Whether run_dir holds a run of exactly `cfg` whose last.pt this version can continue."""
+    """Whether run_dir holds an unfinished run (no metrics.json) of exactly `cfg` whose last.pt this
+    version can continue. A finished run is not reused: rerunning it means training it again."""
     run_dir = Path(run_dir)
-    if not ((run_dir / "last.pt").is_file() and (run_dir / "config.yaml").is_file()):
+    if (run_dir / "metrics.json").exists() or not (run_dir / "last.pt").is_file() \
+            or not (run_dir / "config.yaml").is_file():
         return False
     try:
         if load_config(run_dir / "config.yaml") != cfg:

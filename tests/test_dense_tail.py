@@ -349,3 +349,32 @@ def test_embedding_backward_kernel_is_bit_identical_to_index_add():
     rows = _LookupRows.apply(emb.table.weight, bad + emb.offsets, emb.offsets, emb.field_ends)
     with pytest.raises(IndexError, match="categorical field 0: encoded value 7 at batch row 17 is outside its vocabulary"):
         rows.sum().backward()
+
+
+def test_hash_mask_diagnostic_draws_the_kernels_masks():
+    # benchmarks/hash_mask_dropout.py runs PyTorch ops with the kernel's dropout masks; its results
+    # mean something only if those masks are the kernel's, draw for draw
+    import importlib.util
+
+    import mtl_final.nn.dropout as dropout_module
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "hash_mask_dropout.py"
+    spec = importlib.util.spec_from_file_location("hash_mask_dropout", path)
+    diagnostic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostic)
+    block = MLPBlock(4, [300, 300], dropout=0.2)
+    x = torch.randn(64, 4)
+    outputs = {}
+    original = (dropout_module.keep_multiplier, dropout_module.keep_scale)
+    for mode in ("native", "torch"):
+        kernels.use_kernels(mode)
+        torch.manual_seed(11)
+        try:
+            if mode == "torch":
+                diagnostic.use_kernel_masks()
+            outputs[mode] = block.train()(x).detach()
+        finally:
+            dropout_module.keep_multiplier, dropout_module.keep_scale = original
+    kernels.use_kernels("native")
+    assert torch.equal(outputs["native"] > 0, outputs["torch"] > 0)
+    torch.testing.assert_close(outputs["native"], outputs["torch"])

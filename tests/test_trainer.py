@@ -221,3 +221,24 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     (tmp_path / "run" / "last.pt").unlink()
     assert train_main(["--resume", str(tmp_path / "run")]) == 2
     assert "no last.pt" in capsys.readouterr().err
+
+
+def test_lr_schedule_report_reads_the_first_miss_from_tensorboard(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "lr_schedule_report.py"
+    spec = importlib.util.spec_from_file_location("lr_schedule_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    root = write_tiny_dataset(tmp_path / "data")
+    cfg = load_config(None, tiny_overrides(root, tmp_path) + ["model=mlp", "tasks=[ctr]", "train.epochs=10",
+                                                                 "train.patience=3", "train.lr=0.03"])
+    metrics = run_experiment(cfg, tmp_path / "run", log=lambda s: None)
+    history = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["history"]
+    misses = [h["epoch"] for h in history if h["lr"] < history[0]["lr"]]
+    assert misses, "the tiny run must plateau at least once for this test to mean anything"
+    got = report.schedule(tmp_path / "run")
+    assert got["first_miss_epoch"] == misses[0] - 1  # the epoch whose validation missed
+    assert got["valid_before"] == pytest.approx(max(h["monitor"] for h in history[: misses[0] - 1]))
+    assert got["valid_best"] == pytest.approx(max(h["monitor"] for h in history))
+    assert got["test_auc"] == metrics["test"]["ctr"]["auc"]

@@ -54,4 +54,4 @@ def use_kernel_masks() -> None:
 
 if __name__ == "__main__":
     use_kernel_masks()
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], entry="benchmarks/hash_mask_dropout.py"))

@@ -137,9 +137,23 @@ def results_section() -> str:
         first_table(native),
         "",
         "Both paths over every seed run so far (`python benchmarks/kernel_paths.py`, from the CSVs above and\n"
-        "under `results/frappe_x1_kernels/`): no difference the seeds can tell apart.",
+        "under `results/frappe_x1_kernels/`): no difference the seeds can tell apart at p < 0.05.",
         "",
         first_table(kernel_paths),
+        "",
+        "Given the same dropout masks the two paths are the same computation: trained side by side, they\n"
+        "drift apart no faster than two PyTorch-ops copies whose initial weights differ by 1e-7\n"
+        "(`benchmarks/path_divergence.py`). What is left is the masks. FINAL 1B on PyTorch ops with the\n"
+        "fused kernel's masks (`benchmarks/hash_mask_dropout.py`):",
+        "",
+        first_table(kernel_paths.split("separate the two:", 1)[1]),
+        "",
+        "Runs with the kernel's masks end lower on average, at the edge of significance. Yet both mask\n"
+        "generators pass the same checks (keep rate; row and column keep counts with binomial spread; no\n"
+        "correlation between neighbouring elements, the two halves of a FINAL layer, rows or steps).\n"
+        "Where a run lands depends mostly on when its first plateau falls: the valid AUC at lr 1e-3 is\n"
+        "noisy, and an early drop to 1e-4 costs the run (`benchmarks/lr_schedule_report.py`). So the\n"
+        "effect is more likely seed noise than a weakness of the hash, but it is not settled.",
         "",
         "FINAL(2B)+KD with the config selected on the validation set (`configs/benchmarks/frappe_x1/"
         "final_2b_kd_tuned.yaml`:\nblock 2 two layers deep, dropout 0.2 in block 1), against the paper config "

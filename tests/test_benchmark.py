@@ -371,6 +371,16 @@ def test_report_only_cli_and_command_log(tiny: dict[str, Path], monkeypatch: pyt
     assert len(report.read_commands(tiny["out"], "tiny")) == 1  # report-only runs nothing, logs nothing
 
 
+def test_command_log_names_the_script_that_ran_the_benchmark() -> None:
+    import shlex
+
+    from mtl_final.benchmark.__main__ import command_line
+
+    assert command_line(["--seeds", "1"]) == shlex.join([sys.executable, "-m", "mtl_final.benchmark", "--seeds", "1"])
+    assert command_line(["--seeds", "1"], entry="benchmarks/x.py") == shlex.join(
+        [sys.executable, "benchmarks/x.py", "--seeds", "1"])
+
+
 def test_paper_numbers_cover_every_model_and_dataset() -> None:
     for dataset in DATASETS:
         for model in runner.MODEL_IDS:

@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def command_line(argv: Sequence[str]) -> str:
-    return shlex.join([sys.executable, "-m", "mtl_final.benchmark", *argv])
+def command_line(argv: Sequence[str], entry: str | None = None) -> str:
+    """The command as the command log records it: `python -m mtl_final.benchmark ARGS`, or
+    `python ENTRY ARGS` for a script that runs the benchmark through `main(argv, entry=...)`."""
+    return shlex.join([sys.executable, *([entry] if entry else ["-m", "mtl_final.benchmark"]), *argv])
 
 
 def _mode_error(args: argparse.Namespace) -> str | None:
@@ -99,10 +101,10 @@ def _mode_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, entry: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
-    command = command_line(argv)
+    command = command_line(argv, entry)
 
     def log(msg: str) -> None:
         print(msg, flush=True)

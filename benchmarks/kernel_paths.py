@@ -59,6 +59,7 @@ def aucs(model: str, paths: tuple[str, ...]) -> dict[str, tuple[float, float]]:
 
 
 def report() -> str:
+    runs = {model: {k: list(aucs(model, paths).values()) for k, paths in by.items()} for model, by in SOURCES.items()}
     lines = [
         "# Frappe_x1: fused CPU kernels vs PyTorch ops",
         "",
@@ -70,10 +71,9 @@ def report() -> str:
         "| model | split | native n | native AUC ×100 | torch n | torch AUC ×100 | native − torch | p (two-sided) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, by in SOURCES.items():
-        runs = {k: list(aucs(model, by[k]).values()) for k in ("native", "torch")}
+    for model in SOURCES:
         for column, split in enumerate(("valid", "test")):
-            native, torch = ([r[column] for r in runs[k]] for k in ("native", "torch"))
+            native, torch = ([r[column] for r in runs[model][k]] for k in ("native", "torch"))
             p = stats.ttest_ind(native, torch, equal_var=False).pvalue
             cells = [f"{len(v)} | {100 * statistics.mean(v):.3f} ± {100 * statistics.stdev(v):.3f}" for v in (native, torch)]
             lines.append(f"| {model} | {split} | {cells[0]} | {cells[1]} | "
@@ -89,12 +89,11 @@ def report() -> str:
     ]
     for model, paths in KERNEL_MASK_RUNS.items():
         masked = list(aucs(model, paths).values())
-        runs = {k: list(aucs(model, SOURCES[model][k]).values()) for k in ("native", "torch")}
         for column, split in enumerate(("valid", "test")):
             mine = [r[column] for r in masked]
             cells = []
             for k in ("native", "torch"):
-                other = [r[column] for r in runs[k]]
+                other = [r[column] for r in runs[model][k]]
                 cells.append(f"{100 * (statistics.mean(mine) - statistics.mean(other)):+.3f} | "
                              f"{stats.ttest_ind(mine, other, equal_var=False).pvalue:.3f}")
             lines.append(f"| {model} | {split} | {len(mine)} | {100 * statistics.mean(mine):.3f} ± "

@@ -124,7 +124,7 @@ class Trainer:
         epoch, skip = divmod(self.global_step, len(loader))  # epochs done, batches done in the next one
         if skip == 0:
             self.epoch_loss = (0.0, 0)
-        stop = self.finished(len(loader))
+        stop = self.finished()
         self._open_writer()
         while not stop and epoch < t["epochs"]:
             epoch += 1
@@ -158,11 +158,11 @@ class Trainer:
             self.writer.flush()
         return self.history
 
-    def finished(self, steps_per_epoch: int) -> bool:
-        """Whether training is over: patience used up, or train.max_steps / train.epochs reached."""
+    def finished(self) -> bool:
+        """Whether training stopped early: patience used up, or train.max_steps reached (the epoch
+        loop itself ends at train.epochs)."""
         t = self.t
-        return (self.stopping_steps >= t["patience"] or self.global_step >= t["epochs"] * steps_per_epoch
-                or (bool(t["max_steps"]) and self.global_step >= t["max_steps"]))
+        return self.stopping_steps >= t["patience"] or (bool(t["max_steps"]) and self.global_step >= t["max_steps"])
 
     # --- resume -----------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:

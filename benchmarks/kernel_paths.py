@@ -30,8 +30,9 @@ SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
     "MLP": {"native": ("frappe_x1_native/frappe_x1.csv",), "torch": ("frappe_x1.csv",)},
     "FINAL_1B": {
         "native": ("frappe_x1_native/frappe_x1.csv", "frappe_x1_kernels/1b_native.csv",
-                   "frappe_x1_kernels/1b_native_more.csv"),
-        "torch": ("frappe_x1.csv", "frappe_x1_kernels/1b_torch.csv", "frappe_x1_kernels/1b_torch_more.csv"),
+                   "frappe_x1_kernels/1b_native_more.csv", "frappe_x1_kernels/1b_native_more2.csv"),
+        "torch": ("frappe_x1.csv", "frappe_x1_kernels/1b_torch.csv", "frappe_x1_kernels/1b_torch_more.csv",
+                  "frappe_x1_kernels/1b_torch_more2.csv", "frappe_x1_kernels/1b_torch_more3.csv"),
     },
     "FINAL_2B_KD": {
         "native": ("frappe_x1_native/frappe_x1.csv", "frappe_x1_2b_kd_search/paper_more.csv"),

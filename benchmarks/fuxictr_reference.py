@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib
 import json
 import os
@@ -89,10 +90,18 @@ COLUMNS = ["model", "seed", "valid_auc", "valid_logloss", "test_auc", "test_logl
            "best_epoch", "epochs_run", "train_seconds", "reference"]
 
 
+def dataset_id(data_root: Path) -> str:
+    """FuxiCTR's dataset id, which names its h5 folder: keyed by the csv files' path, size and
+    mtime, because FuxiCTR reuses an existing folder without looking at its sources."""
+    files = [data_root / f"{split}.csv" for split in ("train", "valid", "test")]
+    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return "frappe_x1_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def dataset_params(data_root: Path, work_dir: Path) -> dict:
     """FuxiCTR's dataset config for Frappe_x1 as BARS wrote it (all fields categorical)."""
     return {
-        "dataset_id": "frappe_x1", "data_root": str(work_dir), "data_format": "csv",
+        "dataset_id": dataset_id(data_root), "data_root": str(work_dir), "data_format": "csv",
         "train_data": str(data_root / "train.csv"), "valid_data": str(data_root / "valid.csv"),
         "test_data": str(data_root / "test.csv"), "min_categr_count": 1,
         "feature_cols": [{"active": True, "dtype": "float", "name": FIELDS, "type": "categorical"}],
@@ -126,11 +135,11 @@ def run_one(model: str, config: Path, overrides: list[str], seed: int, model_src
     params = {**dataset_params(data_root, work_dir), **model_params(config, overrides), "seed": seed,
               "model": "FINAL", "model_id": f"{model}_{seed}", "gpu": -1, "num_workers": 0,
               "model_root": str(work_dir / "checkpoints")}
-    data_dir = work_dir / "frappe_x1"
+    data_dir = work_dir / params["dataset_id"]
     seed_everything(seed=seed)
     params["train_data"], params["valid_data"], params["test_data"] = (
         str(data_dir / f"{split}.h5") for split in ("train", "valid", "test"))
-    feature_map = FeatureMap("frappe_x1", str(data_dir))
+    feature_map = FeatureMap(params["dataset_id"], str(data_dir))
     feature_map.load(str(data_dir / "feature_map.json"), params)
     net = final_cls(feature_map, **params)
     os.makedirs(net.model_dir, exist_ok=True)

@@ -8,7 +8,9 @@ ops: 15-bit uniforms from PyTorch's generator, nn/dropout.py; fused kernels: a c
 (key, element) with one key per layer call, kernels/cpu_kernels.c). This script keeps the PyTorch
 ops and swaps in the kernel's masks (same key draws, same hash), so runs of it separate the two
 effects: if they trained like the fused path, the masks would be what differs. Slow (the hash is
-computed with tensor ops); a diagnostic, not a training path. Arguments: those of mtl_final.benchmark.
+computed with tensor ops); a diagnostic, not a training path. Arguments: those of mtl_final.benchmark,
+plus `--masks splitmix64` to draw masks from another counter-based hash instead (same key draws; the
+SplitMix64 finaliser of key + (e + 1)·golden), which tells the kernel's hash apart from the scheme.
 """
 from __future__ import annotations
 
@@ -46,12 +48,45 @@ def kernel_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dt
     return kept.mul_(kernel_keep_scale(p)).view(shape).to(device)
 
 
-def use_kernel_masks() -> None:
-    """Make nn/dropout.py (ReLUDropout, Dropout) draw the kernel's masks."""
-    dropout_module.keep_multiplier = kernel_keep_multiplier
+def _as_int64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _SM1, _SM2 = (_as_int64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 tensors holding uint64 bit patterns (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Like kernel_keep_multiplier (one int64 key per call, 24-bit threshold), but element e is kept
+    when the top 24 bits of SplitMix64's finaliser of key + (e + 1)·0x9E3779B97F4A7C15 are >= round(p·2^24)."""
+    key = int(torch.empty((), dtype=torch.int64).random_())
+    z = (torch.arange(1, torch.Size(shape).numel() + 1, dtype=torch.int64) * _GOLDEN) + key  # wraps mod 2^64
+    z = (z ^ _shr(z, 30)) * _SM1
+    z = (z ^ _shr(z, 27)) * _SM2
+    z = z ^ _shr(z, 31)
+    kept = (_shr(z, 40) >= round(p * _LEVELS)).to(torch.promote_types(dtype, torch.float32))
+    return kept.mul_(kernel_keep_scale(p)).view(shape).to(device)
+
+
+def use_kernel_masks(masks: str = "kernel") -> None:
+    """Make nn/dropout.py (ReLUDropout, Dropout) draw the kernel's masks (or SplitMix64's)."""
+    dropout_module.keep_multiplier = {"kernel": kernel_keep_multiplier, "splitmix64": splitmix64_keep_multiplier}[masks]
     dropout_module.keep_scale = kernel_keep_scale
 
 
 if __name__ == "__main__":
-    use_kernel_masks()
-    sys.exit(main(sys.argv[1:], entry="benchmarks/hash_mask_dropout.py"))
+    args = sys.argv[1:]
+    masks = "kernel"
+    if "--masks" in args:
+        at = args.index("--masks")
+        masks = args[at + 1] if at + 1 < len(args) else ""
+        del args[at:at + 2]
+        if masks not in ("kernel", "splitmix64"):
+            sys.exit(f"hash_mask_dropout.py: --masks {masks!r}: choose kernel or splitmix64")
+    use_kernel_masks(masks)
+    own = ["--masks", masks] if masks != "kernel" else []
+    sys.exit(main(args, entry=["benchmarks/hash_mask_dropout.py", *own]))

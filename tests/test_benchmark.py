@@ -379,6 +379,8 @@ def test_command_log_names_the_script_that_ran_the_benchmark() -> None:
     assert command_line(["--seeds", "1"]) == shlex.join([sys.executable, "-m", "mtl_final.benchmark", "--seeds", "1"])
     assert command_line(["--seeds", "1"], entry="benchmarks/x.py") == shlex.join(
         [sys.executable, "benchmarks/x.py", "--seeds", "1"])
+    assert command_line(["--seeds", "1"], entry=["benchmarks/x.py", "--masks", "m"]) == shlex.join(
+        [sys.executable, "benchmarks/x.py", "--masks", "m", "--seeds", "1"])
 
 
 def test_paper_numbers_cover_every_model_and_dataset() -> None:

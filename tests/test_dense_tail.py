@@ -376,3 +376,28 @@ def test_hash_mask_diagnostic_draws_the_kernels_masks():
             dropout_module.keep_multiplier, dropout_module.keep_scale = original
     assert torch.equal(outputs["native"] > 0, outputs["torch"] > 0)
     torch.testing.assert_close(outputs["native"], outputs["torch"])
+
+
+def test_hash_mask_diagnostic_splitmix64_masks_match_a_python_reference():
+    # `--masks splitmix64` must draw what its docstring says: SplitMix64's finaliser of
+    # key + (e + 1)·golden, top 24 bits against round(p·2^24), one key per call
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hash_mask_dropout", REPO_ROOT / "benchmarks" / "hash_mask_dropout.py")
+    diagnostic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostic)
+    full = (1 << 64) - 1
+
+    def finaliser(key: int, e: int) -> int:
+        z = (key + (e + 1) * 0x9E3779B97F4A7C15) & full
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & full
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & full
+        return z ^ (z >> 31)
+
+    torch.manual_seed(5)
+    key = int(torch.empty((), dtype=torch.int64).random_())
+    torch.manual_seed(5)
+    multiplier = diagnostic.splitmix64_keep_multiplier(torch.Size([64, 50]), 0.2, torch.device("cpu"), torch.float32)
+    expected = torch.tensor([(finaliser(key, e) >> 40) >= round(0.2 * (1 << 24)) for e in range(64 * 50)])
+    assert torch.equal(multiplier.flatten() > 0, expected)
+    assert torch.allclose(multiplier[multiplier > 0], torch.tensor(1 / (1 - round(0.2 * (1 << 24)) / (1 << 24))))

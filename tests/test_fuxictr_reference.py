@@ -58,3 +58,15 @@ def test_final_2b_kd_and_the_tuned_variant(reference):
 def test_settings_fuxictr_cannot_express_are_refused(reference, config, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         reference.model_params(CONFIGS / config, overrides)
+
+
+def test_the_h5_folder_follows_the_csv_files(reference, tmp_path):
+    # FuxiCTR reuses an existing h5 folder without looking at its sources, so the folder's name
+    # (the dataset id) must change whenever a csv does
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.csv").write_text("label,user\n1,3\n")
+    first = reference.dataset_id(tmp_path)
+    assert first == reference.dataset_id(tmp_path) and first.startswith("frappe_x1_")
+    (tmp_path / "train.csv").write_text("label,user\n1,3\n0,4\n")
+    assert reference.dataset_id(tmp_path) != first
+    assert reference.dataset_params(tmp_path, tmp_path / "work")["dataset_id"] == reference.dataset_id(tmp_path)

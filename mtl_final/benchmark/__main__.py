@@ -77,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def command_line(argv: Sequence[str], entry: str | None = None) -> str:
+def command_line(argv: Sequence[str], entry: str | Sequence[str] | None = None) -> str:
     """The command as the command log records it: `python -m mtl_final.benchmark ARGS`, or
-    `python ENTRY ARGS` for a script that runs the benchmark through `main(argv, entry=...)`."""
-    return shlex.join([sys.executable, *([entry] if entry else ["-m", "mtl_final.benchmark"]), *argv])
+    `python ENTRY ARGS` for a script that runs the benchmark through `main(argv, entry=...)`
+    (entry: the script, or the script and the arguments it consumed itself)."""
+    head = ["-m", "mtl_final.benchmark"] if not entry else [entry] if isinstance(entry, str) else list(entry)
+    return shlex.join([sys.executable, *head, *argv])
 
 
 def _mode_error(args: argparse.Namespace) -> str | None:
@@ -101,7 +103,7 @@ def _mode_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None, entry: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None, entry: str | Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
     command = command_line(argv, entry)

@@ -6,9 +6,10 @@
 Both paths compute the same functions (tests/test_dense_tail.py); their runs differ as two seeds
 do (other dropout draws, float sums in another order). So the question is statistical: per model,
 the valid and test AUCs of every seed run on each path (benchmark CSVs under results/, each with its report
-and command log), their means, and a Welch t-test of the difference. Two more arms are set
-against both paths: PyTorch ops drawing the kernel's dropout masks, and the public reference,
-FuxiCTR v2.0.2's FINAL, on the same files (benchmarks/fuxictr_reference.py). Nothing here computes
+and command log), their means, and a Welch t-test of the difference. More arms are set against
+both paths: PyTorch ops drawing the kernel's dropout masks or those of another counter-based hash
+(benchmarks/hash_mask_dropout.py), and the public reference, FuxiCTR v2.0.2's FINAL, on the same
+files (benchmarks/fuxictr_reference.py). Nothing here computes
 a number that is not in those CSVs.
 """
 from __future__ import annotations
@@ -44,6 +45,12 @@ SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
 # model → CSVs of PyTorch-ops runs drawing the fused kernel's dropout masks (benchmarks/hash_mask_dropout.py)
 KERNEL_MASK_RUNS: dict[str, tuple[str, ...]] = {
     "FINAL_1B": ("frappe_x1_kernels/1b_torch_kernel_masks_a.csv", "frappe_x1_kernels/1b_torch_kernel_masks_b.csv"),
+}
+
+# model → CSVs of PyTorch-ops runs drawing masks from another counter-based hash, SplitMix64's finaliser
+# (benchmarks/hash_mask_dropout.py --masks splitmix64), with the kernel's key draws
+SPLITMIX_RUNS: dict[str, tuple[str, ...]] = {
+    "FINAL_1B": ("frappe_x1_kernels/1b_torch_splitmix_a.csv", "frappe_x1_kernels/1b_torch_splitmix_b.csv"),
 }
 
 # model → CSVs of the public reference, FuxiCTR v2.0.2's FINAL, on the same files and configs
@@ -130,6 +137,12 @@ def report() -> str:
             f"{m}: {' + '.join(p)}" for m, p in KERNEL_MASK_RUNS.items()) + ") separate the two:",
         "",
         *against_both_paths("torch + kernel masks", KERNEL_MASK_RUNS, runs),
+        "",
+        "The same with masks from another counter-based hash, SplitMix64's finaliser of key + (e + 1)·golden "
+        "(`benchmarks/hash_mask_dropout.py --masks splitmix64`; sources: " + "; ".join(
+            f"{m}: {' + '.join(p)}" for m, p in SPLITMIX_RUNS.items()) + "):",
+        "",
+        *against_both_paths("torch + SplitMix64 masks", SPLITMIX_RUNS, runs),
         "",
         "The public reference on the same files: FuxiCTR v2.0.2's FINAL, the code of the BARS logs, run with "
         "the parameters of the same configs (`benchmarks/fuxictr_reference.py`; sources: " + "; ".join(

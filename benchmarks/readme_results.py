@@ -151,6 +151,10 @@ def results_section() -> str:
         "",
         first_table(kernel_paths.split("separate the two:", 1)[1]),
         "",
+        "And with masks from another counter-based hash (SplitMix64's finaliser), same key draws:",
+        "",
+        first_table(kernel_paths.split("another counter-based hash, SplitMix64", 1)[1]),
+        "",
         "Runs with the kernel's masks end lower on average and spread more. Both mask generators pass the\n"
         "same checks (keep rate; row and column keep counts with binomial spread; no correlation between\n"
         "neighbouring elements, the two halves of a FINAL layer, rows or steps). Where a run lands depends\n"

@@ -37,8 +37,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "frappe_x1"
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
 
+if str(REPO_ROOT) not in sys.path:  # mtl_final is not installed in FuxiCTR's venv
+    sys.path.insert(0, str(REPO_ROOT))
+
 CONFIGS = {"FINAL_1B": "configs/benchmarks/frappe_x1/final_1b.yaml",
            "FINAL_2B_KD": "configs/benchmarks/frappe_x1/final_2b_kd.yaml"}
+
+
+# our settings FuxiCTR's FINAL run has no parameter for: it takes only these values
+FIXED = {"model.name": "final", "block.kind": "final", "block.num_steps": 2, "block.aggregation": "concat",
+         "block.sigma": "identity", "train.optimizer": "adam", "train.monitor": "ctr.auc",
+         "train.lr_decay_factor": 0.1, "train.min_lr": 1e-6, "train.eval_every_steps": 0,
+         "train.weight_decay": 0.0}
 
 
 def fuxictr_params(cfg: dict) -> dict:
@@ -47,16 +57,12 @@ def fuxictr_params(cfg: dict) -> dict:
     Raises ValueError for settings FuxiCTR's FINAL cannot express (its 2B always distils,
     its layers are N = 2 "concat" with identity σ).
     """
+    from mtl_final.config import get
+
+    for key, wanted in FIXED.items():
+        if get(cfg, key) != wanted:
+            raise ValueError(f"{key}={get(cfg, key)!r}: FuxiCTR's FINAL run needs {wanted!r}")
     model, block, train = cfg["model"], cfg["block"], cfg["train"]
-    fixed = {("model.name", model["name"]): "final", ("block.kind", block["kind"]): "final",
-             ("block.num_steps", block["num_steps"]): 2, ("block.aggregation", block["aggregation"]): "concat",
-             ("block.sigma", block["sigma"]): "identity", ("train.optimizer", train["optimizer"]): "adam",
-             ("train.monitor", train["monitor"]): "ctr.auc", ("train.lr_decay_factor", train["lr_decay_factor"]): 0.1,
-             ("train.min_lr", train["min_lr"]): 1e-6, ("train.eval_every_steps", train["eval_every_steps"]): 0,
-             ("train.weight_decay", train["weight_decay"]): 0.0}
-    for (key, value), wanted in fixed.items():
-        if value != wanted:
-            raise ValueError(f"{key}={value!r}: FuxiCTR's FINAL run needs {wanted!r}")
     if model["num_blocks"] == 2 and not model["kd"]:
         raise ValueError("model.kd=false with 2 blocks: FuxiCTR's 2B FINAL always distils")
     two = model["num_blocks"] == 2
@@ -80,8 +86,7 @@ def fuxictr_params(cfg: dict) -> dict:
 
 
 def model_params(config: Path, overrides: list[str]) -> dict:
-    """Load one of our configs (repository on sys.path) and translate it."""
-    sys.path.insert(0, str(REPO_ROOT))
+    """Load one of our configs and translate it."""
     from mtl_final.config import load_config
     return fuxictr_params(load_config(config, overrides))
 
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ROW " + json.dumps(row), flush=True)
         return 0
 
-    from mtl_final.benchmark.report import log_command  # sys.path holds the repository (model_params)
+    from mtl_final.benchmark.report import log_command
     log_command(args.out.parent, args.out.stem,
                 shlex.join([sys.executable, "benchmarks/fuxictr_reference.py", *(sys.argv[1:] if argv is None else argv)]))
     build_data(dataset_params(args.data_root.resolve(), args.work_dir.resolve()))

@@ -44,6 +44,11 @@ def kernel_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dt
     key = int(torch.empty((), dtype=torch.int64).random_())
     element = torch.arange(torch.Size(shape).numel(), dtype=torch.int64)
     u = _mix32(_mix32((element + (key & _M32)) & _M32) ^ ((key >> 32) & _M32)) >> 8
+    return _multiplier(u, shape, p, device, dtype)
+
+
+def _multiplier(u: torch.Tensor, shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """keep_scale where the 24-bit uniforms u [numel] reach round(p·2^24), else 0, as `shape`."""
     kept = (u >= round(p * _LEVELS)).to(torch.promote_types(dtype, torch.float32))
     return kept.mul_(kernel_keep_scale(p)).view(shape).to(device)
 
@@ -68,13 +73,15 @@ def splitmix64_keep_multiplier(shape: torch.Size, p: float, device: torch.device
     z = (z ^ _shr(z, 30)) * _SM1
     z = (z ^ _shr(z, 27)) * _SM2
     z = z ^ _shr(z, 31)
-    kept = (_shr(z, 40) >= round(p * _LEVELS)).to(torch.promote_types(dtype, torch.float32))
-    return kept.mul_(kernel_keep_scale(p)).view(shape).to(device)
+    return _multiplier(_shr(z, 40), shape, p, device, dtype)
+
+
+MASKS = {"kernel": kernel_keep_multiplier, "splitmix64": splitmix64_keep_multiplier}
 
 
 def use_kernel_masks(masks: str = "kernel") -> None:
-    """Make nn/dropout.py (ReLUDropout, Dropout) draw the kernel's masks (or SplitMix64's)."""
-    dropout_module.keep_multiplier = {"kernel": kernel_keep_multiplier, "splitmix64": splitmix64_keep_multiplier}[masks]
+    """Make nn/dropout.py (ReLUDropout, Dropout) draw the kernel's masks (or those of another MASKS entry)."""
+    dropout_module.keep_multiplier = MASKS[masks]
     dropout_module.keep_scale = kernel_keep_scale
 
 
@@ -85,8 +92,8 @@ if __name__ == "__main__":
         at = args.index("--masks")
         masks = args[at + 1] if at + 1 < len(args) else ""
         del args[at:at + 2]
-        if masks not in ("kernel", "splitmix64"):
-            sys.exit(f"hash_mask_dropout.py: --masks {masks!r}: choose kernel or splitmix64")
+        if masks not in MASKS:
+            sys.exit(f"hash_mask_dropout.py: --masks {masks!r}: choose one of {', '.join(MASKS)}")
     use_kernel_masks(masks)
     own = ["--masks", masks] if masks != "kernel" else []
     sys.exit(main(args, entry=["benchmarks/hash_mask_dropout.py", *own]))

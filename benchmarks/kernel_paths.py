@@ -75,6 +75,11 @@ def aucs(model: str, paths: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def n_mean_std(values: list[float]) -> str:
+    """Table cells `n | mean ± std` (AUC ×100)."""
+    return f"{len(values)} | {100 * statistics.mean(values):.3f} ± {100 * statistics.stdev(values):.3f}"
+
+
 def against_both_paths(arm: str, sources: dict[str, tuple[str, ...]],
                        runs: dict[str, dict[str, list[tuple[float, float]]]]) -> list[str]:
     """Table rows: the arm's runs per model and split, minus each path's mean, with Welch p."""
@@ -89,8 +94,7 @@ def against_both_paths(arm: str, sources: dict[str, tuple[str, ...]],
                 other = [r[column] for r in runs[model][k]]
                 cells.append(f"{100 * (statistics.mean(mine) - statistics.mean(other)):+.3f} | "
                              f"{stats.ttest_ind(mine, other, equal_var=False).pvalue:.3f}")
-            lines.append(f"| {model} | {split} | {len(mine)} | {100 * statistics.mean(mine):.3f} ± "
-                         f"{100 * statistics.stdev(mine):.3f} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {model} | {split} | {n_mean_std(mine)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
@@ -103,8 +107,7 @@ def by_mask_generator(runs: dict[str, dict[str, list[tuple[float, float]]]]) -> 
         philox = runs[model]["torch"] + list(aucs(model, REFERENCE_RUNS[model]).values())
         for column, split in enumerate(("valid", "test")):
             a, b = [r[column] for r in hashed], [r[column] for r in philox]
-            cells = [f"{len(v)} | {100 * statistics.mean(v):.3f} ± {100 * statistics.stdev(v):.3f}" for v in (a, b)]
-            lines.append(f"| {model} | {split} | {cells[0]} | {cells[1]} | "
+            lines.append(f"| {model} | {split} | {n_mean_std(a)} | {n_mean_std(b)} | "
                          f"{100 * (statistics.mean(a) - statistics.mean(b)):+.3f} | "
                          f"{stats.ttest_ind(a, b, equal_var=False).pvalue:.3f} | {stats.levene(a, b).pvalue:.3f} |")
     return lines
@@ -127,8 +130,7 @@ def report() -> str:
         for column, split in enumerate(("valid", "test")):
             native, torch = ([r[column] for r in runs[model][k]] for k in ("native", "torch"))
             p = stats.ttest_ind(native, torch, equal_var=False).pvalue
-            cells = [f"{len(v)} | {100 * statistics.mean(v):.3f} ± {100 * statistics.stdev(v):.3f}" for v in (native, torch)]
-            lines.append(f"| {model} | {split} | {cells[0]} | {cells[1]} | "
+            lines.append(f"| {model} | {split} | {n_mean_std(native)} | {n_mean_std(torch)} | "
                          f"{100 * (statistics.mean(native) - statistics.mean(torch)):+.3f} | {p:.3f} |")
     lines += [
         "",

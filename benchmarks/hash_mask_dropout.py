@@ -9,8 +9,9 @@ ops: 15-bit uniforms from PyTorch's generator, nn/dropout.py; fused kernels: a c
 ops and swaps in the kernel's masks (same key draws, same hash), so runs of it separate the two
 effects: if they trained like the fused path, the masks would be what differs. Slow (the hash is
 computed with tensor ops); a diagnostic, not a training path. Arguments: those of mtl_final.benchmark,
-plus `--masks splitmix64` to draw masks from another counter-based hash instead (same key draws; the
-SplitMix64 finaliser of key + (e + 1)·golden), which tells the kernel's hash apart from the scheme.
+plus `--masks NAME`, the hash (MASKS): `splitmix64` (the default; the kernel's since the commit after
+4e6081c: SplitMix64's finaliser of key + (e + 1)·golden) or `mix32` (the kernel's up to 4e6081c:
+mix32(mix32(e + key_lo) ^ key_hi), 32-bit element ids), which reproduces runs made with the old kernel.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ _LEVELS = 1 << 24  # the kernel's threshold resolution (nn/dense_tail.py)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """The kernel's mix32 on int64 tensors holding uint32 values."""
+    """The old kernel's mix32 on int64 tensors holding uint32 values."""
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _M32
     x = x ^ (x >> 15)
@@ -38,9 +39,9 @@ def kernel_keep_scale(p: float) -> float:
     return 1.0 / (1.0 - round(p * _LEVELS) / _LEVELS)
 
 
-def kernel_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The fused kernel's dropout multiplier of one call: one int64 key from PyTorch's generator;
-    element e (row-major) is kept when mix32(mix32(e + key_lo) ^ key_hi) >> 8 >= round(p·2^24)."""
+def mix32_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The fused kernel's dropout multiplier of one call up to 4e6081c: one int64 key from PyTorch's
+    generator; element e (row-major) is kept when mix32(mix32(e + key_lo) ^ key_hi) >> 8 >= round(p·2^24)."""
     key = int(torch.empty((), dtype=torch.int64).random_())
     element = torch.arange(torch.Size(shape).numel(), dtype=torch.int64)
     u = _mix32(_mix32((element + (key & _M32)) & _M32) ^ ((key >> 32) & _M32)) >> 8
@@ -66,8 +67,9 @@ def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def splitmix64_keep_multiplier(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Like kernel_keep_multiplier (one int64 key per call, 24-bit threshold), but element e is kept
-    when the top 24 bits of SplitMix64's finaliser of key + (e + 1)·0x9E3779B97F4A7C15 are >= round(p·2^24)."""
+    """The fused kernel's dropout multiplier of one call: one int64 key from PyTorch's generator;
+    element e (row-major) is kept when the top 24 bits of SplitMix64's finaliser of
+    key + (e + 1)·0x9E3779B97F4A7C15 are >= round(p·2^24)."""
     key = int(torch.empty((), dtype=torch.int64).random_())
     z = (torch.arange(1, torch.Size(shape).numel() + 1, dtype=torch.int64) * _GOLDEN) + key  # wraps mod 2^64
     z = (z ^ _shr(z, 30)) * _SM1
@@ -76,10 +78,10 @@ def splitmix64_keep_multiplier(shape: torch.Size, p: float, device: torch.device
     return _multiplier(_shr(z, 40), shape, p, device, dtype)
 
 
-MASKS = {"kernel": kernel_keep_multiplier, "splitmix64": splitmix64_keep_multiplier}
+MASKS = {"splitmix64": splitmix64_keep_multiplier, "mix32": mix32_keep_multiplier}  # the first is the kernel's
 
 
-def use_kernel_masks(masks: str = "kernel") -> None:
+def use_kernel_masks(masks: str = "splitmix64") -> None:
     """Make nn/dropout.py (ReLUDropout, Dropout) draw the kernel's masks (or those of another MASKS entry)."""
     dropout_module.keep_multiplier = MASKS[masks]
     dropout_module.keep_scale = kernel_keep_scale
@@ -87,7 +89,7 @@ def use_kernel_masks(masks: str = "kernel") -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    masks = "kernel"
+    masks = "splitmix64"
     if "--masks" in args:
         at = args.index("--masks")
         masks = args[at + 1] if at + 1 < len(args) else ""
@@ -95,5 +97,4 @@ if __name__ == "__main__":
         if masks not in MASKS:
             sys.exit(f"hash_mask_dropout.py: --masks {masks!r}: choose one of {', '.join(MASKS)}")
     use_kernel_masks(masks)
-    own = ["--masks", masks] if masks != "kernel" else []
-    sys.exit(main(args, entry=["benchmarks/hash_mask_dropout.py", *own]))
+    sys.exit(main(args, entry=["benchmarks/hash_mask_dropout.py", "--masks", masks]))

@@ -108,6 +108,15 @@ def test_running_stats_with_cumulative_momentum():
     torch.testing.assert_close(bn.running_var, bn_ref.running_var)
 
 
+def _splitmix64(key: int, e: int) -> int:
+    """SplitMix64's finaliser of key + (e + 1)·golden, in Python integers."""
+    full = (1 << 64) - 1
+    z = (key + (e + 1) * 0x9E3779B97F4A7C15) & full
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & full
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & full
+    return z ^ (z >> 31)
+
+
 def _mix32(x: int) -> int:
     x ^= x >> 16
     x = (x * 0x7FEB352D) & 0xFFFFFFFF
@@ -128,9 +137,8 @@ def test_dropout_mask_is_the_documented_hash_of_key_and_element():
     key = int(torch.empty((), dtype=torch.int64).random_())
     threshold = round(p * _THRESHOLD_LEVELS)
     scale = 1.0 / (1.0 - threshold / _THRESHOLD_LEVELS)
-    lo, hi = key & 0xFFFFFFFF, key >> 32
     expected = torch.tensor(
-        [scale if _mix32(_mix32((e + lo) & 0xFFFFFFFF) ^ hi) >> 8 >= threshold else 0.0 for e in range(rows * width)]
+        [scale if _splitmix64(key, e) >> 40 >= threshold else 0.0 for e in range(rows * width)]
     ).view(rows, width)
     torch.testing.assert_close(out.detach(), expected)
 
@@ -351,17 +359,27 @@ def test_embedding_backward_kernel_is_bit_identical_to_index_add():
         rows.sum().backward()
 
 
-def test_hash_mask_diagnostic_draws_the_kernels_masks():
-    # benchmarks/hash_mask_dropout.py runs PyTorch ops with the kernel's dropout masks; its results
-    # mean something only if those masks are the kernel's, draw for draw
+def _diagnostic():
     import importlib.util
-
-    import mtl_final.nn.dropout as dropout_module
 
     spec = importlib.util.spec_from_file_location("hash_mask_dropout", REPO_ROOT / "benchmarks" / "hash_mask_dropout.py")
     diagnostic = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(diagnostic)
-    block = MLPBlock(4, [300, 300], dropout=0.2)
+    return diagnostic
+
+
+@pytest.mark.parametrize("kind", ["mlp", "final"])
+def test_hash_mask_diagnostic_draws_the_kernels_masks(kind):
+    # benchmarks/hash_mask_dropout.py runs PyTorch ops with the kernel's dropout masks; its results
+    # mean something only if those masks are the kernel's, draw for draw (FINAL's N=2 step included:
+    # its [h1, h1 ⊙ h2] columns are elements r·D + j and r·D + S + j of the layer's output)
+    import mtl_final.nn.dropout as dropout_module
+
+    diagnostic = _diagnostic()
+    if kind == "mlp":
+        block = MLPBlock(4, [300, 300], dropout=0.2)
+    else:
+        block = FinalBlock(4, [300, 300], dropout=0.2)
     x = torch.randn(64, 4)
     outputs = {}
     original = (dropout_module.keep_multiplier, dropout_module.keep_scale)
@@ -374,30 +392,26 @@ def test_hash_mask_diagnostic_draws_the_kernels_masks():
             outputs[mode] = block.train()(x).detach()
         finally:
             dropout_module.keep_multiplier, dropout_module.keep_scale = original
+    kernels.use_kernels("native")
     assert torch.equal(outputs["native"] > 0, outputs["torch"] > 0)
     torch.testing.assert_close(outputs["native"], outputs["torch"])
 
 
-def test_hash_mask_diagnostic_splitmix64_masks_match_a_python_reference():
-    # `--masks splitmix64` must draw what its docstring says: SplitMix64's finaliser of
-    # key + (e + 1)·golden, top 24 bits against round(p·2^24), one key per call
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hash_mask_dropout", REPO_ROOT / "benchmarks" / "hash_mask_dropout.py")
-    diagnostic = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnostic)
-    full = (1 << 64) - 1
-
-    def finaliser(key: int, e: int) -> int:
-        z = (key + (e + 1) * 0x9E3779B97F4A7C15) & full
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & full
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & full
-        return z ^ (z >> 31)
-
-    torch.manual_seed(5)
-    key = int(torch.empty((), dtype=torch.int64).random_())
-    torch.manual_seed(5)
-    multiplier = diagnostic.splitmix64_keep_multiplier(torch.Size([64, 50]), 0.2, torch.device("cpu"), torch.float32)
-    expected = torch.tensor([(finaliser(key, e) >> 40) >= round(0.2 * (1 << 24)) for e in range(64 * 50)])
-    assert torch.equal(multiplier.flatten() > 0, expected)
-    assert torch.allclose(multiplier[multiplier > 0], torch.tensor(1 / (1 - round(0.2 * (1 << 24)) / (1 << 24))))
+def test_hash_mask_diagnostic_masks_match_python_references():
+    # each --masks choice draws what its docstring says: one key per call, 24-bit uniforms against
+    # round(p·2^24); splitmix64 (the kernel's) and mix32 (the kernel's up to 4e6081c, 32-bit element ids)
+    diagnostic = _diagnostic()
+    threshold = round(0.2 * (1 << 24))
+    references = {
+        "splitmix64": lambda key, e: _splitmix64(key, e) >> 40,
+        "mix32": lambda key, e: _mix32(_mix32((e + (key & 0xFFFFFFFF)) & 0xFFFFFFFF) ^ (key >> 32)) >> 8,
+    }
+    assert set(references) == set(diagnostic.MASKS)
+    for name, reference in references.items():
+        torch.manual_seed(5)
+        key = int(torch.empty((), dtype=torch.int64).random_())
+        torch.manual_seed(5)
+        multiplier = diagnostic.MASKS[name](torch.Size([64, 50]), 0.2, torch.device("cpu"), torch.float32)
+        expected = torch.tensor([reference(key, e) >= threshold for e in range(64 * 50)])
+        assert torch.equal(multiplier.flatten() > 0, expected), name
+        assert torch.allclose(multiplier[multiplier > 0], torch.tensor(1 / (1 - threshold / (1 << 24)))), name

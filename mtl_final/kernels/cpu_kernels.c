@@ -13,9 +13,9 @@
    Autograd would make ~10 passes over [B, D] tensors forward and ~12 backward (bias broadcast,
    concat copy and product, BatchNorm statistics and transform, ReLU, dropout mask and product,
    and their backwards); these kernels make 2 forward and 2 backward. Statistics are accumulated
-   in double. Dropout keeps element e (= row * D + column) of a call with key k when
-   mix(mix(e + k_lo) ^ k_hi) >> 8 >= threshold (a counter-based hash: the mask depends on the key and
-   the element, not on the thread count). Backward needs only z, b and a byte per element, 1 where
+   in double. Dropout keeps element e (= row * D + column) of a call with key k when the top 24 bits
+   of SplitMix64's finaliser of k + (e + 1) * golden are >= threshold (a counter-based hash: the mask
+   depends on the key and the element, not on the thread count). Backward needs only z, b and a byte per element, 1 where
    o > 0 (ReLU passed and dropout kept): a quarter of the traffic of reading o.
 
    Threads: OpenMP, linked against the libgomp that PyTorch loaded, so both share one pool. */
@@ -24,18 +24,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-static inline uint32_t mix32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352dU;
-    x ^= x >> 15;
-    x *= 0x846ca68bU;
-    x ^= x >> 16;
-    return x;
+/* SplitMix64's output function (Steele, Lea and Flood 2014): a bijection of 64 bits. */
+static inline uint64_t splitmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
 }
 
 /* ReLU then dropout of element e: max(v, 0) * scale if kept, else 0 (threshold 0 keeps all, scale 1). */
-static inline float relu_keep(float v, uint32_t e, uint32_t klo, uint32_t khi, uint32_t threshold, float scale) {
-    uint32_t u = mix32(mix32(e + klo) ^ khi) >> 8;
+static inline float relu_keep(float v, uint64_t e, uint64_t key, uint32_t threshold, float scale) {
+    uint32_t u = (uint32_t)(splitmix64(key + (e + 1) * 0x9E3779B97F4A7C15ULL) >> 40);
     float m = u >= threshold ? scale : 0.0f;
     return (v > 0.0f ? v : 0.0f) * m;
 }
@@ -107,20 +105,19 @@ int dense_tail_forward_train(const float *restrict z, const float *restrict b, c
         sc[j] = (float)(gamma[j] * inv);
         sh[j] = (float)(beta[j] - m * gamma[j] * inv);
     }
-    const uint32_t klo = (uint32_t)key, khi = (uint32_t)(key >> 32);
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < B; r++) {
         const float *zr = z + r * D;
         float *orow = o + r * D;
         uint8_t *prow = pass + r * D;
-        const uint32_t e0 = (uint32_t)(r * D), e1 = e0 + (uint32_t)S;  /* element ids wrap mod 2^32 */
+        const uint64_t e0 = (uint64_t)(r * D), e1 = e0 + (uint64_t)S;
         if (steps == 2) {
             #pragma omp simd
             for (int64_t j = 0; j < S; j++) {
                 float a = zr[j] + b[j], c = zr[S + j] + b[S + j];
                 float y1 = a * sc[j] + sh[j], y2 = a * c * sc[S + j] + sh[S + j];
-                float o1 = relu_keep(y1, e0 + (uint32_t)j, klo, khi, threshold, scale);
-                float o2 = relu_keep(y2, e1 + (uint32_t)j, klo, khi, threshold, scale);
+                float o1 = relu_keep(y1, e0 + (uint64_t)j, key, threshold, scale);
+                float o2 = relu_keep(y2, e1 + (uint64_t)j, key, threshold, scale);
                 orow[j] = o1; orow[S + j] = o2;
                 prow[j] = o1 > 0.0f; prow[S + j] = o2 > 0.0f;
             }
@@ -128,7 +125,7 @@ int dense_tail_forward_train(const float *restrict z, const float *restrict b, c
             #pragma omp simd
             for (int64_t j = 0; j < D; j++) {
                 float y = (zr[j] + b[j]) * sc[j] + sh[j];
-                float v = relu_keep(y, e0 + (uint32_t)j, klo, khi, threshold, scale);
+                float v = relu_keep(y, e0 + (uint64_t)j, key, threshold, scale);
                 orow[j] = v;
                 prow[j] = v > 0.0f;
             }

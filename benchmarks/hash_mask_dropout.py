@@ -9,8 +9,8 @@ ops: 15-bit uniforms from PyTorch's generator, nn/dropout.py; fused kernels: a c
 ops and swaps in the kernel's masks (same key draws, same hash), so runs of it separate the two
 effects: if they trained like the fused path, the masks would be what differs. Slow (the hash is
 computed with tensor ops); a diagnostic, not a training path. Arguments: those of mtl_final.benchmark,
-plus `--masks NAME`, the hash (MASKS): `splitmix64` (the default; the kernel's since the commit after
-4e6081c: SplitMix64's finaliser of key + (e + 1)·golden) or `mix32` (the kernel's up to 4e6081c:
+plus `--masks NAME`, the hash (MASKS): `splitmix64` (the default; the kernel's since
+40fca9d: SplitMix64's finaliser of key + (e + 1)·golden) or `mix32` (the kernel's up to 4e6081c:
 mix32(mix32(e + key_lo) ^ key_hi), 32-bit element ids), which reproduces runs made with the old kernel.
 """
 from __future__ import annotations

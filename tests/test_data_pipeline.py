@@ -24,6 +24,7 @@ from mtl_final.data import (
     read_header,
 )
 from mtl_final.data import reader as reader_mod
+from mtl_final.data.batches import epoch_seed
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -476,6 +477,12 @@ def test_batch_loader_covers_rows_deterministic_and_varies_by_epoch() -> None:
     assert sorted(e1) == list(range(10)) and e1 != e0
     shuf.set_epoch(0)
     assert order(shuf) == e0
+    # each (seed, epoch) draws its own order: seed 8 in epoch 0 is not seed 7 in epoch 1 (as it was
+    # when the generator was seeded with seed + epoch)
+    assert order(BatchLoader(data, batch_size=3, shuffle=True, seed=8)) != e1
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([7, 1]).generate_state(1, dtype=np.uint64)[0]))
+    assert e1 == torch.randperm(10, generator=gen).tolist()
+    assert epoch_seed(-1, 0) == epoch_seed((1 << 64) - 1, 0)
 
     dl = BatchLoader(data, batch_size=3, shuffle=True, drop_last=True)
     assert len(dl) == 3 and [len(b) for b in dl] == [3, 3, 3]

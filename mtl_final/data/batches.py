@@ -3,18 +3,26 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .features import Batch
 from .store import TensorSplit
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle generator's seed of one (run seed, epoch): a 64-bit draw of numpy's SeedSequence
+    of both, so distinct pairs get unrelated orders (with seed + epoch, seed s in epoch e + 1 trained
+    on the order of seed s + 1 in epoch e). Negative seeds are taken mod 2^64."""
+    return int(np.random.SeedSequence([seed % (1 << 64), epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
 class BatchLoader:
     """Iterate ``Batch`` objects over a TensorSplit.
 
     shuffle=False: contiguous slices (views, no gather). shuffle=True: one
-    ``torch.randperm`` per epoch from a generator seeded with ``seed + epoch``, so
-    the same (seed, epoch) always gives the same order; call ``set_epoch`` before
+    ``torch.randperm`` per epoch from a generator seeded with ``epoch_seed(seed, epoch)``,
+    so the same (seed, epoch) always gives the same order; call ``set_epoch`` before
     each epoch to get a new order (the epoch is not advanced automatically).
     """
 
@@ -48,7 +56,7 @@ class BatchLoader:
         if not self.shuffle:
             return None
         gen = torch.Generator()
-        gen.manual_seed(self.seed + self.epoch)
+        gen.manual_seed(epoch_seed(self.seed, self.epoch))
         return torch.randperm(self.n_rows, generator=gen)
 
     def __iter__(self) -> Iterator[Batch]:

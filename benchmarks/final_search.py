@@ -27,7 +27,11 @@ from generated_file import write_or_check  # benchmarks/, on sys.path when run a
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 SELECTION_SEEDS = ("2021", "2022", "2023")
-PAPER_CSV = "frappe_x1_native/frappe_x1.csv"  # the paper configs' fused-kernel acceptance runs
+PAPER_CSV = "frappe_x1_native_mix32/frappe_x1.csv"  # the paper configs' fused-kernel acceptance runs
+SPLITMIX_CSV = "frappe_x1_kernels/acceptance_splitmix.csv"  # the same on the SplitMix64 kernel
+# `kernels` labels: the fused kernels drew their dropout masks from mix32 up to 4e6081c and from
+# SplitMix64 since 40fca9d (benchmarks/hash_mask_dropout.py); torch = PyTorch ops
+MIX32, SPLITMIX = "native, mix32", "native, SplitMix64"
 
 
 @dataclass(frozen=True)
@@ -48,47 +52,53 @@ SEARCHES = (
     Search(
         model="FINAL_2B_KD", title="FINAL(2B)+KD", folder="frappe_x1_2b_kd_search",
         variants={  # the torch-path paper rows are in results/frappe_x1.csv
-            "paper": ("", "native", "paper_notes §4 as it is"),
+            "paper": ("", MIX32, "paper_notes §4 as it is"),
             "drop02": ("block.dropout=0.2 model.block2.dropout=0.2", "torch", "more dropout in both blocks"),
-            "drop005": ("block.dropout=0.05 model.block2.dropout=0.05", "native", "less dropout in both blocks"),
+            "drop005": ("block.dropout=0.05 model.block2.dropout=0.05", MIX32, "less dropout in both blocks"),
             "reg005": ("model.embedding_regularizer=0.05", "torch", "weaker embedding L2"),
             "reg02": ("model.embedding_regularizer=0.2", "torch", "stronger embedding L2"),
             "eval25": ("train.eval_every_steps=25", "torch", "valid evaluation every half epoch (seed 2021 only)"),
-            "lr2e3": ("train.lr=2.0e-3", "native", "twice the learning rate"),
-            "wide": ("block.hidden_units=[800,800] model.block2.hidden_units=[800]", "native", "twice the width"),
+            "lr2e3": ("train.lr=2.0e-3", MIX32, "twice the learning rate"),
+            "wide": ("block.hidden_units=[800,800] model.block2.hidden_units=[800]", MIX32, "twice the width"),
             "b2deep": ("model.block2.hidden_units=[400,400]", "torch", "block 2 two layers deep"),
-            "b2deep3": ("model.block2.hidden_units=[400,400,400]", "native", "block 2 three layers deep"),
-            "b1deep3": ("block.hidden_units=[400,400,400] model.block2.hidden_units=[400,400]", "native",
+            "b2deep3": ("model.block2.hidden_units=[400,400,400]", MIX32, "block 2 three layers deep"),
+            "b1deep3": ("block.hidden_units=[400,400,400] model.block2.hidden_units=[400,400]", MIX32,
                         "both blocks one layer deeper"),
-            "b2deep_d02": ("model.block2.hidden_units=[400,400] block.dropout=0.2", "native",
+            "b2deep_d02": ("model.block2.hidden_units=[400,400] block.dropout=0.2", MIX32,
                            "block 2 two layers deep, block 1 dropout 0.2"),
             "b2deep_d02both": ("model.block2.hidden_units=[400,400] block.dropout=0.2 model.block2.dropout=0.2",
-                               "native", "block 2 two layers deep, dropout 0.2 in both blocks"),
+                               MIX32, "block 2 two layers deep, dropout 0.2 in both blocks"),
         },
-        checks={"b2deep_d02_more": ("b2deep_d02", "native"), "b2deep_d02_more2": ("b2deep_d02", "native"),
-                "paper_more": ("paper", "native"), "b2deep_d02_torch": ("b2deep_d02", "torch"),
-                "b2deep_d02_torch_more": ("b2deep_d02", "torch")},
-        sources={"paper": PAPER_CSV},
+        checks={"b2deep_d02_more": ("b2deep_d02", MIX32), "b2deep_d02_more2": ("b2deep_d02", MIX32),
+                "paper_more": ("paper", MIX32), "b2deep_d02_torch": ("b2deep_d02", "torch"),
+                "b2deep_d02_torch_more": ("b2deep_d02", "torch"), "paper_splitmix": ("paper", SPLITMIX),
+                "b2deep_d02_splitmix": ("b2deep_d02", SPLITMIX)},
+        sources={"paper": PAPER_CSV, "paper_splitmix": SPLITMIX_CSV},
         caveat="Test columns were visible while variants were added, so the selected variant and the paper "
                "config also ran on seeds 2024-2026, which no choice looked at.",
     ),
     Search(
         model="FINAL_1B", title="FINAL 1B", folder="frappe_x1_1b_search",
         variants={
-            "paper": ("", "native", "paper_notes §4 as it is"),
-            "drop01": ("block.dropout=0.1", "native", "less dropout"),
-            "drop03": ("block.dropout=0.3", "native", "more dropout"),
-            "reg005": ("model.embedding_regularizer=0.05", "native", "weaker embedding L2"),
-            "reg02": ("model.embedding_regularizer=0.2", "native", "stronger embedding L2"),
-            "deep3": ("block.hidden_units=[400,400,400]", "native", "three layers"),
-            "wide": ("block.hidden_units=[800,800]", "native", "twice the width"),
-            "gate": ("model.field_gate=true", "native", "with the field gate"),
+            "paper": ("", MIX32, "paper_notes §4 as it is"),
+            "drop01": ("block.dropout=0.1", MIX32, "less dropout"),
+            "drop03": ("block.dropout=0.3", MIX32, "more dropout"),
+            "reg005": ("model.embedding_regularizer=0.05", MIX32, "weaker embedding L2"),
+            "reg02": ("model.embedding_regularizer=0.2", MIX32, "stronger embedding L2"),
+            "deep3": ("block.hidden_units=[400,400,400]", MIX32, "three layers"),
+            "wide": ("block.hidden_units=[800,800]", MIX32, "twice the width"),
+            "gate": ("model.field_gate=true", MIX32, "with the field gate"),
         },
-        checks={"paper_more": ("paper", "native"), "paper_more2": ("paper", "native"),
-                "paper_more3": ("paper", "native"), "paper_torch": ("paper", "torch"),
+        checks={"paper_more": ("paper", MIX32), "paper_more2": ("paper", MIX32),
+                "paper_more3": ("paper", MIX32), "paper_torch": ("paper", "torch"),
                 "paper_torch_more": ("paper", "torch"), "paper_torch_more2": ("paper", "torch"),
-                "paper_torch_more3": ("paper", "torch"), "paper_torch_more4": ("paper", "torch")},
-        sources={"paper": PAPER_CSV, "paper_more": "frappe_x1_kernels/1b_native.csv",
+                "paper_torch_more3": ("paper", "torch"), "paper_torch_more4": ("paper", "torch"),
+                "paper_splitmix": ("paper", SPLITMIX), "paper_splitmix_more": ("paper", SPLITMIX),
+                "paper_splitmix_more2": ("paper", SPLITMIX)},
+        sources={"paper": PAPER_CSV, "paper_splitmix": SPLITMIX_CSV,
+                 "paper_splitmix_more": "frappe_x1_kernels/1b_native_splitmix_a.csv",
+                 "paper_splitmix_more2": "frappe_x1_kernels/1b_native_splitmix_b.csv",
+                 "paper_more": "frappe_x1_kernels/1b_native.csv",
                  "paper_more2": "frappe_x1_kernels/1b_native_more.csv",
                  "paper_more3": "frappe_x1_kernels/1b_native_more2.csv", "paper_torch": "frappe_x1.csv",
                  "paper_torch_more": "frappe_x1_kernels/1b_torch.csv",
@@ -131,7 +141,9 @@ def summary(search: Search) -> str:
         "",
         "Generated by `python benchmarks/final_search.py` from the CSVs in this folder (elsewhere: "
         f"{sources}). AUC ×100, mean ± sample std over seeds. Selection rule: highest mean valid AUC over "
-        f"seeds 2021-2023. {search.caveat}",
+        f"seeds 2021-2023. {search.caveat} Kernels: `{MIX32}` = the fused kernels up to 4e6081c (mix32 dropout "
+        f"masks), `{SPLITMIX}` = since 40fca9d, torch = PyTorch ops; every run shuffled with seed + epoch "
+        "(up to 2bfbc23).",
         "",
         "| variant | overrides | kernels | seeds | valid AUC ×100 | test AUC ×100 | per seed valid / test |",
         "|---|---|---|---|---:|---:|---|",
@@ -153,7 +165,7 @@ def summary(search: Search) -> str:
                   "|---|---|---|---:|---:|---|"]
         for name, base, kernels in checks:
             lines.append(f"| {base} | {kernels} | {run_cells(read_rows(search, name))} |")
-        lines += ["", "Pooled over every run above (selection seeds and checks, both kernels):", "",
+        lines += ["", "Pooled over every run above (selection seeds and checks, every kernel path):", "",
                   "| variant | runs | valid AUC ×100 | test AUC ×100 |", "|---|---:|---:|---:|"]
         for base in dict.fromkeys(["paper", best, *(b for _, b, _ in checks)]):
             rows = [r for r in read_rows(search, base) if r["seed"] in SELECTION_SEEDS]

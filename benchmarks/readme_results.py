@@ -218,17 +218,19 @@ def results_section() -> str:
         "",
         *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
         "",
-        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | git |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
         *(f"| {s['precision']} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
-          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} |"
+          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('git', '–')} |"
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
         "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json` (every epoch's\n"
-        "time is in them; `kernels` says which path ran: autocast always runs the modules). Epoch times on\n"
-        "this shared VM drift by up to ±20% between runs minutes apart; FuxiCTR 2.3.10 needs 8.5 s per\n"
+        "time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the revision\n"
+        "measured). Epoch times on this shared VM drift by up to ±25% between runs minutes apart, so compare\n"
+        "revisions by interleaving single runs: the SplitMix64 masks (40fca9d) showed no cost over the mix32\n"
+        "ones that way. FuxiCTR 2.3.10 needs 8.5 s per\n"
         "epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16 matmuls; its accuracy on\n"
         "FINAL(2B)+KD with the same three seeds as the float32 table above:",
         "",

@@ -6,8 +6,9 @@
 Epoch times on a shared VM drift by ±25% within minutes, so two revisions measured one after the
 other differ by when they ran. This script checks `--base` out into a temporary git worktree and
 alternates single `benchmarks/epoch_speed.py --runs 1` processes of the base and of this checkout
-(base first, then head, `--pairs` times; each process imports the package of its own tree through
-PYTHONPATH). It writes every run's median epoch time per side, their means, and the paired
+(base first, then head, `--pairs` times). Each process imports the package and runs the script of
+its own tree (PYTHONPATH), from this checkout's root with this checkout's config, so both sides
+train the same config on the same data. It writes every run's median epoch time per side, their means, and the paired
 differences head − base (mean and the two-sided paired t-test p) to `--out` as JSON.
 """
 from __future__ import annotations
@@ -31,11 +32,12 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 
 def one_epoch_run(tree: Path, config: str, threads: int, overrides: list[str]) -> dict:
-    """One fresh `epoch_speed.py --runs 1` process of the package in `tree`; its JSON result."""
+    """One fresh `epoch_speed.py --runs 1` process of the package in `tree`, run from this checkout's
+    root (relative data paths resolve alike for both sides); its JSON result."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, str(tree / "benchmarks" / "epoch_speed.py"), "--config", config,
                            "--threads", str(threads), "--runs", "1", *overrides],
-                          cwd=tree, env=env, capture_output=True, text=True)
+                          cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"speed_ab: a run in {tree} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
@@ -69,7 +71,7 @@ def main() -> None:
         try:
             for _ in range(args.pairs):
                 for side, tree in (("base", base_tree), ("head", ROOT)):
-                    result = one_epoch_run(tree, args.config, args.threads, args.overrides)
+                    result = one_epoch_run(tree, str(Path(args.config).resolve()), args.threads, args.overrides)
                     sides[side].append(result["median_seconds_per_epoch"])
                     print(f"{side} {result['git']}: {result['median_seconds_per_epoch']} s/epoch", file=sys.stderr)
         finally:

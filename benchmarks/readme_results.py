@@ -11,7 +11,7 @@ frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json
-(`benchmarks/epoch_speed.py`). Nothing here computes a number;
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_splitmix.json (`benchmarks/speed_ab.py`). Nothing here computes a number;
 tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --mod
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
 TUNED_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
              "--out results/frappe_x1_native_tuned train.num_threads=1 \"model.block2.hidden_units=[400,400]\" block.dropout=0.2")
+AB_CMD = (".venv/bin/python benchmarks/speed_ab.py --base 4e6081c --pairs 4 --config "
+          "configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 --out results/epoch_speed_ab_splitmix.json")
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
@@ -101,6 +103,7 @@ def results_section() -> str:
     kernel_paths = (RESULTS / "frappe_x1_kernels.md").read_text(encoding="utf-8")
     speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
               for suffix, _, _ in SPEED_VARIANTS]
+    ab = json.loads((RESULTS / "epoch_speed_ab_splitmix.json").read_text(encoding="utf-8"))
     width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
     parts = [
         MARKER,
@@ -228,11 +231,20 @@ def results_section() -> str:
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
         "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json` (every epoch's\n"
         "time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the revision\n"
-        "measured). Epoch times on this shared VM drift by up to ±25% between runs minutes apart, so compare\n"
-        "revisions by interleaving single runs: the SplitMix64 masks (40fca9d) showed no cost over the mix32\n"
-        "ones that way. FuxiCTR 2.3.10 needs 8.5 s per\n"
-        "epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16 matmuls; its accuracy on\n"
-        "FINAL(2B)+KD with the same three seeds as the float32 table above:",
+        "measured). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
+        "revisions are compared by interleaving single runs (`benchmarks/speed_ab.py`). The fused kernels'\n"
+        "SplitMix64 masks against the mix32 ones of " + ab["base"] + ":",
+        "",
+        "    " + AB_CMD,
+        "",
+        "| base | head | pairs | base s / epoch | head s / epoch | mean head − base | paired t p | runs base / head (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        f"| {ab['base']} | {ab['head']} | {ab['pairs']} | {ab['base_mean_s']} | {ab['head_mean_s']} | "
+        f"{ab['head_minus_base_mean_s']:+} | {ab['paired_t_p']} | "
+        + ", ".join(f"{b} / {h}" for b, h in zip(ab["base_s"], ab["head_s"])) + " |",
+        "",
+        "FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16\n"
+        "matmuls; its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table above:",
         "",
         "    " + BF16_CMD,
         "",

@@ -10,31 +10,20 @@ Fixture (\\x01 between entries, entry = field \\x02 feature_id \\x03 value):
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from tests.scripts import load_script
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "aliccp"
-SCRIPT = Path(__file__).resolve().parents[1] / "data_tools" / "aliccp_convert.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("aliccp_convert", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["aliccp_convert"] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ac = _load()
+ac = load_script("data_tools/aliccp_convert.py")
 
 # Expected rows of the raw train / test splits: non-null field values, click, conversion.
 TRAIN = [

@@ -4,14 +4,12 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 

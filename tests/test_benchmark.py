@@ -19,6 +19,7 @@ from mtl_final.config import load_config
 from mtl_final.models import build_model
 from tests.benchmark_checks import assert_rerun_runs_nothing
 from tests.model_fixtures import tasks, tiny_batch, tiny_features
+from tests.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "benchmarks"
@@ -397,11 +398,7 @@ def test_paper_numbers_cover_every_model_and_dataset() -> None:
 def test_readme_results_section_matches_the_committed_reports():
     # README's Results tables are generated from results/*.md and the speed JSON; after a report is
     # regenerated, `python benchmarks/readme_results.py` must be re-run (this test says so).
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_results", REPO_ROOT / "benchmarks" / "readme_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/readme_results.py")
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     expected = module.results_section()
     assert readme[readme.index(module.MARKER):] == expected, "run: python benchmarks/readme_results.py"

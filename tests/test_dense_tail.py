@@ -24,6 +24,7 @@ from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
 from mtl_final.train.trainer import Trainer
 from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.scripts import load_script
 from tests.test_precision import SMALL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -360,12 +361,7 @@ def test_embedding_backward_kernel_is_bit_identical_to_index_add():
 
 
 def _diagnostic():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hash_mask_dropout", REPO_ROOT / "benchmarks" / "hash_mask_dropout.py")
-    diagnostic = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnostic)
-    return diagnostic
+    return load_script("benchmarks/hash_mask_dropout.py")
 
 
 @pytest.mark.parametrize("kind", ["mlp", "final"])

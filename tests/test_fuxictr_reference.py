@@ -6,10 +6,11 @@ and paper_notes §4, not derived from the code under test. FuxiCTR itself is not
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "benchmarks" / "frappe_x1"
@@ -17,10 +18,7 @@ CONFIGS = REPO_ROOT / "configs" / "benchmarks" / "frappe_x1"
 
 @pytest.fixture(scope="module")
 def reference():
-    spec = importlib.util.spec_from_file_location("fuxictr_reference", REPO_ROOT / "benchmarks" / "fuxictr_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/fuxictr_reference.py")
 
 
 def test_final_1b_matches_the_bars_log(reference):

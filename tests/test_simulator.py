@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from mtl_final.data import simulator as sim
+from tests.scripts import load_script
 
 N_SMALL = 40_000  # > BLOCK_ROWS: spans two RNG blocks
 FEATURES = [n for n, _ in sim.CATEGORICAL_FIELDS] + [n for n, _, _ in sim.NUMERIC_FIELDS]
@@ -176,11 +176,7 @@ def test_ensure_simulated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = Path(__file__).resolve().parents[1] / "data_tools" / "simulate_funnel.py"
-    spec = importlib.util.spec_from_file_location("simulate_funnel_cli", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("data_tools/simulate_funnel.py", name="simulate_funnel_cli")
     assert mod.main(["--out", str(tmp_path / "o"), "--rows", "1000", "--seed", "2", "--format", "csv"]) == 0
     assert "wrote 1000 rows" in capsys.readouterr().out
     assert (tmp_path / "o" / "test.csv").is_file()

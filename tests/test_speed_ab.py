@@ -1,23 +1,18 @@
 """benchmarks/speed_ab.py: interleaved epoch timing of two revisions."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.scripts import REPO_ROOT, load_script
 
 
 @pytest.fixture()
 def speed_ab():
-    spec = importlib.util.spec_from_file_location("speed_ab", REPO_ROOT / "benchmarks" / "speed_ab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/speed_ab.py")
 
 
 def test_summary_is_the_paired_difference(speed_ab):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from mtl_final.config import load_config
-from mtl_final.data.features import FeatureSpec
 from mtl_final.models import build_model
 from mtl_final.train.__main__ import main as train_main
 from mtl_final.train.run import run_experiment
 from mtl_final.train.trainer import Trainer
 from tests.model_fixtures import make_cfg, tasks, tiny_features
+from tests.scripts import load_script
 
 
 def write_tiny_dataset(root: Path, n: int = 600, seed: int = 0) -> Path:
@@ -224,12 +224,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
 
 
 def test_lr_schedule_report_reads_the_first_miss_from_tensorboard(tmp_path):
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "lr_schedule_report.py"
-    spec = importlib.util.spec_from_file_location("lr_schedule_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("benchmarks/lr_schedule_report.py")
     root = write_tiny_dataset(tmp_path / "data")
     cfg = load_config(None, tiny_overrides(root, tmp_path) + ["model=mlp", "tasks=[ctr]", "train.epochs=10",
                                                                  "train.patience=3", "train.lr=0.03"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel

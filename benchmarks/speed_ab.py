@@ -24,6 +24,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from mtl_final.benchmark.report import git_revision
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     if args.pairs < 1:
         parser.error("--pairs must be >= 1")
     base_rev = git("rev-parse", "--short", args.base)
-    head_rev = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    head_rev = git_revision()
     sides: dict[str, list[float]] = {"base": [], "head": []}
     with tempfile.TemporaryDirectory(prefix="speed_ab_") as tmp:
         base_tree = Path(tmp) / "base"

@@ -21,9 +21,9 @@ import torch
 
 import mtl_final.nn.dropout as dropout_module
 from mtl_final.benchmark.__main__ import main
+from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS as _LEVELS  # the kernel's threshold resolution
 
 _M32 = 0xFFFFFFFF
-_LEVELS = 1 << 24  # the kernel's threshold resolution (nn/dense_tail.py)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_splitmix.json (`benchmarks/speed_ab.py`). Nothing here computes a number;
-tables are copied, headings demoted to fit under "## Results".
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_splitmix.json (`benchmarks/speed_ab.py`). Nothing
+here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ other differ by when they ran. This script checks `--base` out into a temporary 
 alternates single `benchmarks/epoch_speed.py --runs 1` processes of the base and of this checkout
 (base first, then head, `--pairs` times). Each process imports the package and runs the script of
 its own tree (PYTHONPATH), from this checkout's root with this checkout's config, so both sides
-train the same config on the same data. It writes every run's median epoch time per side, their means, and the paired
-differences head − base (mean and the two-sided paired t-test p) to `--out` as JSON.
+train the same config on the same data. It writes every run's median epoch time per side, their
+means, and the paired differences head − base (mean and the two-sided paired t-test p) to `--out`
+as JSON.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def main() -> None:
         parser.error("--pairs must be >= 1")
     base_rev = git("rev-parse", "--short", args.base)
     head_rev = git_revision()
+    config = str(Path(args.config).resolve())
     sides: dict[str, list[float]] = {"base": [], "head": []}
     with tempfile.TemporaryDirectory(prefix="speed_ab_") as tmp:
         base_tree = Path(tmp) / "base"
@@ -73,7 +75,7 @@ def main() -> None:
         try:
             for _ in range(args.pairs):
                 for side, tree in (("base", base_tree), ("head", ROOT)):
-                    result = one_epoch_run(tree, str(Path(args.config).resolve()), args.threads, args.overrides)
+                    result = one_epoch_run(tree, config, args.threads, args.overrides)
                     sides[side].append(result["median_seconds_per_epoch"])
                     print(f"{side} {result['git']}: {result['median_seconds_per_epoch']} s/epoch", file=sys.stderr)
         finally:

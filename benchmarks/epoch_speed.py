@@ -8,12 +8,18 @@ it does that in N fresh processes, one after another, and prints the JSON of the
 epoch is the median of the N, with every run's median in "runs_median_seconds" (a shared machine
 drifts between runs minutes apart; one run can land on a slow or a fast spell). "kernels" says
 whether the fused CPU kernels ran (train.kernels=native, buildable here, float32) or PyTorch ops only.
+
+Each timed epoch is preceded by a machine probe: the GFLOP/s of a fixed float32 [4096, 400]·[400, 400]
+matmul (this model's largest) on the same threads, and the epoch is followed by the share of CPU time
+the hypervisor gave to others (/proc/stat "steal"; null where that file is missing). On a shared VM a
+slow epoch with a slow probe is the machine, not the code.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -29,6 +35,43 @@ from mtl_final.models import build_model
 from mtl_final.train.run import resolve_dataset, seed_everything
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import Trainer
+
+
+PROBE_SHAPE = (4096, 400, 400)  # rows, inner, out: FINAL(2B)+KD's largest matmul on Frappe_x1
+
+
+def probe_gflops(reps: int = 20) -> float:
+    """GFLOP/s of `reps` float32 [rows, inner]·[inner, out] matmuls on torch's current threads (after one
+    untimed call); a reading of how fast this machine multiplies right now."""
+    rows, inner, out = PROBE_SHAPE
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(rows, inner, generator=gen), torch.randn(inner, out, generator=gen)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return round(2 * rows * inner * out * reps / (time.perf_counter() - start) / 1e9, 1)
+
+
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(steal, all) ticks of the aggregate "cpu" line of /proc/stat, or None where it cannot be read.
+    The columns are user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is
+    already counted in user, so "all" sums the first eight."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of all CPU ticks between two `cpu_ticks` readings that went to steal, or None."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 4)
 
 
 def main() -> None:
@@ -79,9 +122,15 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             epoch(99)
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=40))
-    split_times = [epoch(e) for e in range(1, args.epochs + 1)]
+    split_times, probes, steals = [], [], []
+    for e in range(1, args.epochs + 1):
+        probes.append(probe_gflops())
+        ticks = cpu_ticks()
+        split_times.append(epoch(e))
+        steals.append(steal_share(ticks, cpu_ticks()))
     times = [t + v for t, v in split_times]
     median = sorted(times)[len(times) // 2]
+    at_median = times.index(median)
     result = {
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
         "threads": args.threads, "precision": cfg["train"]["precision"],
@@ -94,6 +143,8 @@ def main() -> None:
         "train_rows": int(train.cat.shape[0]), "valid_rows": int(valid.cat.shape[0]),
         "train_samples_per_s_at_median": round(train.cat.shape[0] / median),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "probe_gflops": probes, "probe_gflops_at_median": probes[at_median],
+        "steal_share": steals, "steal_share_at_median": steals[at_median],
         "torch": torch.__version__, "git": git_revision(),
     }
     print(json.dumps(result, indent=2))

@@ -50,6 +50,10 @@ SIM_CMDS = (
 )
 
 
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f} %"
+
+
 def section(text: str, heading: str) -> str:
     """Body of the markdown section whose heading line starts with `heading` (up to the next
     heading of the same or a higher level), stripped."""
@@ -221,17 +225,20 @@ def results_section() -> str:
         "",
         *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
         "",
-        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | git |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
         *(f"| {s['precision']} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
-          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('git', '–')} |"
+          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('probe_gflops_at_median', '–')} | "
+          f"{_percent(s.get('steal_share_at_median'))} | {s.get('git', '–')} |"
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
         "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json` (every epoch's\n"
         "time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the revision\n"
-        "measured). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
+        "measured). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
+        "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
+        "predates them). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
         "revisions are compared by interleaving single runs (`benchmarks/speed_ab.py`). The fused kernels'\n"
         "SplitMix64 masks against the mix32 ones of " + ab["base"] + ":",
         "",

@@ -324,8 +324,15 @@ def test_report_statistics_paper_column_and_welch(tmp_path: Path) -> None:
     assert mlp[3] == "97.100 ± 0.141" and mlp[6:8] == ["98.33 (Table 2)", "-1.230"] and mlp[8].startswith("⚠")
     assert _row_of(text, "LR")[3] == "93.560 ± –"  # one seed: no std
     # table order = paper order
-    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    table = text[:text.index("## 95% interval")]
+    order = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert order[1:] == ["LR", "DCNV2", "MLP", "FINAL_2B_KD"]
+    # intervals: FINAL_2B_KD 98.6 ± t(0.975, 2)·0.1/√3 = 98.6 ± 4.302653·0.057735 = [98.352, 98.848];
+    # MLP 97.1 ± t(0.975, 1)·0.141421/√2 = 97.1 ± 12.706205·0.1 = [95.829, 98.371]; LR (one seed) left out
+    intervals = text[text.index("## 95% interval"):text.index("## Significance")]
+    assert "| FINAL_2B_KD | 3 | 98.600 | [98.352, 98.848] |" in intervals
+    assert "| MLP | 2 | 97.100 | [95.829, 98.371] |" in intervals
+    assert "| LR |" not in intervals
 
     # Welch t-test of FINAL_2B_KD against the best non-FINAL baseline (DCNV2), equal to scipy's
     a = [r[2] for r in FAKE if r[0] == "FINAL_2B_KD"]
@@ -414,3 +421,12 @@ def test_generated_result_summaries_match_their_csvs(script):
     # committed CSVs; after a CSV changes, the script must be re-run (this test says so).
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), "--check"], cwd=REPO_ROOT)
     assert done.returncode == 0, f"run: python benchmarks/{script}"
+
+
+def test_mean_interval_is_the_student_t_interval() -> None:
+    lo, hi = report.mean_interval([1.0, 2.0, 3.0])  # mean 2, s 1, n 3: 2 ± 4.302653 / √3
+    assert (lo, hi) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-6)
+    lo, hi = report.mean_interval([1.0, 2.0, 3.0], level=0.9)  # t(0.95, 2) = 2.919986
+    assert hi - 2 == pytest.approx(2.919986 / 3 ** 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        report.mean_interval([1.0])

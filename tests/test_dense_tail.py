@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -411,3 +412,35 @@ def test_hash_mask_diagnostic_masks_match_python_references():
         expected = torch.tensor([reference(key, e) >= threshold for e in range(64 * 50)])
         assert torch.equal(multiplier.flatten() > 0, expected), name
         assert torch.allclose(multiplier[multiplier > 0], torch.tensor(1 / (1 - threshold / (1 << 24)))), name
+
+
+def test_512_bit_build_is_bit_identical_to_the_256_bit_one(tmp_path):
+    """The x86 build adds -mprefer-vector-width=512 for speed; every output of both kernels, with
+    dropout, for N = 1 and 2 and widths that leave vector remainders, equals the default build's."""
+    wide = "-mprefer-vector-width=512"
+    if wide not in kernels._FLAGS:
+        pytest.skip("the 512-bit preference is only added on x86-64")
+    compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc")
+    libs = []
+    for name, flags in (("w512", kernels._FLAGS), ("w256", [f for f in kernels._FLAGS if f != wide])):
+        kernels.build(tmp_path / f"{name}.so", compiler, flags)
+        libs.append(kernels.load(tmp_path / f"{name}.so"))
+    gen = torch.Generator().manual_seed(5)
+    rows, threshold, scale = 67, round(0.3 * _THRESHOLD_LEVELS), 1 / 0.7
+    for steps, width in ((1, 90), (2, 90), (2, 38)):
+        z, g = torch.randn(rows, width, generator=gen), torch.randn(rows, width, generator=gen)
+        b, gamma, beta = (torch.randn(width, generator=gen) for _ in range(3))
+        outputs = []
+        for lib in libs:
+            o, dz = torch.empty(rows, width), torch.empty(rows, width)
+            passed = torch.empty(rows, width, dtype=torch.uint8)
+            stats = [torch.empty(width) for _ in range(6)]  # mean, var, invstd, dgamma, dbeta, dbias
+            p = kernels.ptr
+            assert lib.dense_tail_forward_train(p(z), p(b), p(gamma), p(beta), rows, width, steps, 1e-5,
+                                                threshold, scale, 99, p(o), p(passed), *map(p, stats[:3]), 2) == 0
+            assert lib.dense_tail_backward(p(g), p(passed), p(z), p(b), p(gamma), p(stats[0]), p(stats[2]),
+                                           rows, width, steps, scale, p(dz), *map(p, stats[3:]), 2) == 0
+            outputs.append([o, passed, dz, *stats])
+        assert 0 < int(outputs[0][1].sum()) < rows * width
+        for got, want in zip(*outputs):
+            assert torch.equal(got, want)

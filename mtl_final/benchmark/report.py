@@ -113,6 +113,30 @@ def welch_ttest(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
             "p_greater": float(greater.pvalue)}
 
 
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of `values` (n ≥ 2): mean ± t_{(1+level)/2, n-1} · s / √n."""
+    from scipy import stats as sps
+
+    if len(values) < 2:
+        raise ValueError(f"an interval of the mean needs at least 2 values, got {len(values)}")
+    mean = statistics.fmean(values)
+    half = float(sps.t.ppf((1 + level) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def _intervals(stats: dict[str, ModelStats]) -> list[str]:
+    lines = ["## 95% interval of the mean test AUC", ""]
+    rows = [s for s in stats.values() if s.n >= 2]
+    if not rows:
+        return lines + ["Needs at least 2 seeds of a model."]
+    lines += ["Student-t interval over the seeds, ×100: how far the mean of this many runs may sit from the "
+              "mean of many more.", "", "| model | n | mean | 95% interval |", "|---|---:|---:|---|"]
+    for s in rows:
+        lo, hi = mean_interval([100 * v for v in s.test_auc])
+        lines.append(f"| {s.model} | {s.n} | {s.auc_mean:.3f} | [{lo:.3f}, {hi:.3f}] |")
+    return lines
+
+
 def _fmt(x: float, digits: int) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -272,7 +296,7 @@ def render_report(dataset: str, rows: Sequence[dict[str, Any]], out_dir: str | P
     if bars:
         lines += ["", "Public BARS runs of the best FINAL configs (seed 2021, test AUC ×100 / logloss): "
                   + "; ".join(f"{m} {a * 100:.4f} / {ll:.6f}" for m, (a, ll) in bars.items()) + "."]
-    lines += [""] + _significance(stats) + [""] + _family_line(stats) + [""]
+    lines += [""] + _intervals(stats) + [""] + _significance(stats) + [""] + _family_line(stats) + [""]
     lines += _commands(out_dir, dataset, command) + [""]
     return "\n".join(lines)
 

@@ -1,0 +1,33 @@
+"""benchmarks/epoch_speed.py: the machine probe and the steal share recorded beside each epoch."""
+from __future__ import annotations
+
+import pytest
+
+from tests.scripts import load_script
+
+
+@pytest.fixture()
+def epoch_speed():
+    return load_script("benchmarks/epoch_speed.py")
+
+
+def test_cpu_ticks_reads_steal_and_the_first_eight_columns(epoch_speed, tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice: guest is inside user already
+    stat.write_text("cpu  100 2 30 800 5 1 2 60 40 0\ncpu0 50 1 15 400 2 0 1 30 20 0\n")
+    assert epoch_speed.cpu_ticks(stat) == (60, 1000)
+    stat.write_text("intr 1 2 3\n")
+    assert epoch_speed.cpu_ticks(stat) is None
+    assert epoch_speed.cpu_ticks(tmp_path / "missing") is None
+
+
+def test_steal_share_is_steal_over_all_ticks_between_readings(epoch_speed):
+    assert epoch_speed.steal_share((60, 1000), (110, 1400)) == 0.125  # 50 of 400 ticks
+    assert epoch_speed.steal_share(None, (110, 1400)) is None
+    assert epoch_speed.steal_share((60, 1000), (60, 1000)) is None  # no ticks passed
+
+
+def test_probe_counts_two_flops_per_multiply_add(epoch_speed, monkeypatch):
+    clock = iter([10.0, 12.0])  # 2 s for 5 matmuls of 2·4096·400·400 flops each
+    monkeypatch.setattr(epoch_speed.time, "perf_counter", lambda: next(clock))
+    assert epoch_speed.probe_gflops(reps=5) == round(5 * 2 * 4096 * 400 * 400 / 2 / 1e9, 1) == 3.3

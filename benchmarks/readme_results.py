@@ -7,11 +7,12 @@ Sources, all under results/ and all written by code in this repository: frappe_x
 (`mtl_final.benchmark --dataset frappe_x1`), hillstrom.md and sim.md (`mtl_final.benchmark --grid`),
 frappe_x1_native/frappe_x1.md (MLP, FINAL 1B and 2B+KD on the fused CPU kernels) and
 frappe_x1_native_tuned/frappe_x1.md (the valid-selected 2B+KD config),
+frappe_x1_native_seeds/frappe_x1.md (FINAL 1B and 2B+KD over nine seeds, with intervals),
 frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1_kernels.md
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_splitmix.json (`benchmarks/speed_ab.py`). Nothing
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512}.json (`benchmarks/speed_ab.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -34,10 +35,19 @@ SPEED_VARIANTS = (  # JSON suffix, overrides, comment
 )
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
+SEEDS_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_1B,FINAL_2B_KD "
+             "--seeds 2024,2025,2026,2027,2028,2029 --out results/frappe_x1_native_seeds train.num_threads=1")
 TUNED_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
              "--out results/frappe_x1_native_tuned train.num_threads=1 \"model.block2.hidden_units=[400,400]\" block.dropout=0.2")
-AB_CMD = (".venv/bin/python benchmarks/speed_ab.py --base 4e6081c --pairs 4 --config "
-          "configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 --out results/epoch_speed_ab_splitmix.json")
+AB_RUNS = (  # JSON under results/, what head changed against base
+    ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 masks against the mix32 ones"),
+    ("epoch_speed_ab_w512.json", "the kernels built 512 bits wide against the 256-bit build"),
+)
+
+
+def ab_command(ab: dict, name: str) -> str:
+    return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
+            f"{ab['config']} --threads {ab['threads']} --out results/{name}")
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
@@ -102,12 +112,13 @@ def results_section() -> str:
     bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
     native = (RESULTS / "frappe_x1_native" / "frappe_x1.md").read_text(encoding="utf-8")
     tuned = (RESULTS / "frappe_x1_native_tuned" / "frappe_x1.md").read_text(encoding="utf-8")
+    seeds = (RESULTS / "frappe_x1_native_seeds" / "frappe_x1.md").read_text(encoding="utf-8")
     search = (RESULTS / "frappe_x1_2b_kd_search" / "summary.md").read_text(encoding="utf-8")
     search_1b = (RESULTS / "frappe_x1_1b_search" / "summary.md").read_text(encoding="utf-8")
     kernel_paths = (RESULTS / "frappe_x1_kernels.md").read_text(encoding="utf-8")
     speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
               for suffix, _, _ in SPEED_VARIANTS]
-    ab = json.loads((RESULTS / "epoch_speed_ab_splitmix.json").read_text(encoding="utf-8"))
+    abs_ = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), name, what) for name, what in AB_RUNS]
     width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
     parts = [
         MARKER,
@@ -151,6 +162,15 @@ def results_section() -> str:
         "    " + NATIVE_CMD,
         "",
         first_table(native),
+        "",
+        "Six more seeds of the two FINAL models, fixed before they ran, pooled with the three above\n"
+        "(`results/frappe_x1_native_seeds/`; the interval is Student's t over the nine runs):",
+        "",
+        "    " + SEEDS_CMD,
+        "",
+        first_table(seeds),
+        "",
+        first_table(section(seeds, "## 95% interval")),
         "",
         "And FINAL(2B)+KD with the config selected on the validation set (`configs/benchmarks/frappe_x1/\n"
         "final_2b_kd_tuned.yaml`; the search is further down):",
@@ -239,16 +259,16 @@ def results_section() -> str:
         "measured). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
         "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
         "predates them). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
-        "revisions are compared by interleaving single runs (`benchmarks/speed_ab.py`). The fused kernels'\n"
-        "SplitMix64 masks against the mix32 ones of " + ab["base"] + ":",
+        "revisions are compared by interleaving single runs (`benchmarks/speed_ab.py`):",
         "",
-        "    " + AB_CMD,
+        *("    " + ab_command(ab, name) for ab, name, _ in abs_),
         "",
-        "| base | head | pairs | base s / epoch | head s / epoch | mean head − base | paired t p | runs base / head (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-        f"| {ab['base']} | {ab['head']} | {ab['pairs']} | {ab['base_mean_s']} | {ab['head_mean_s']} | "
-        f"{ab['head_minus_base_mean_s']:+} | {ab['paired_t_p']} | "
-        + ", ".join(f"{b} / {h}" for b, h in zip(ab["base_s"], ab["head_s"])) + " |",
+        "| head against base | base | head | pairs | base s / epoch | head s / epoch | mean head − base | paired t p | runs base / head (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        *(f"| {what} | {ab['base']} | {ab['head']} | {ab['pairs']} | {ab['base_mean_s']} | {ab['head_mean_s']} | "
+          f"{ab['head_minus_base_mean_s']:+} | {ab['paired_t_p']} | "
+          + ", ".join(f"{b} / {h}" for b, h in zip(ab["base_s"], ab["head_s"])) + " |"
+          for ab, name, what in abs_),
         "",
         "FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16\n"
         "matmuls; its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table above:",

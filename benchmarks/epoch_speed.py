@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-from pathlib import Path
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 

@@ -43,11 +43,6 @@ AB_RUNS = (  # JSON under results/, what head changed against base
     ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 masks against the mix32 ones"),
     ("epoch_speed_ab_w512.json", "the kernels built 512 bits wide against the 256-bit build"),
 )
-
-
-def ab_command(ab: dict, name: str) -> str:
-    return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
-            f"{ab['config']} --threads {ab['threads']} --out results/{name}")
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
@@ -58,6 +53,12 @@ SIM_CMDS = (
     ".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/sim_shared_bottom.yaml --name sim "
     "--variants mlp --seeds 2021,2022,2023 train.num_threads=1",
 )
+
+
+def ab_command(ab: dict, name: str) -> str:
+    """The speed_ab command line that wrote results/<name> (its JSON holds every argument)."""
+    return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
+            f"{ab['config']} --threads {ab['threads']} --out results/{name}")
 
 
 def _percent(share: float | None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import copy
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -420,7 +419,7 @@ def test_512_bit_build_is_bit_identical_to_the_256_bit_one(tmp_path):
     wide = "-mprefer-vector-width=512"
     if wide not in kernels._FLAGS:
         pytest.skip("the 512-bit preference is only added on x86-64")
-    compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc")
+    compiler = kernels.find_compiler()
     libs = []
     for name, flags in (("w512", kernels._FLAGS), ("w256", [f for f in kernels._FLAGS if f != wide])):
         kernels.build(tmp_path / f"{name}.so", compiler, flags)

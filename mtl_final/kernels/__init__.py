@@ -67,6 +67,11 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+def find_compiler() -> list[str]:
+    """The C compiler command: $CC, else cc, else gcc on PATH; [] where there is none."""
+    return shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+
+
 def build(target: Path, compiler: list[str], flags: list[str]) -> None:
     """Compile the kernels' source into the shared object `target` (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,7 @@ def library() -> ctypes.CDLL | None:
         return None
     if _loaded is None:
         try:
-            compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
+            compiler = find_compiler()
             if not compiler:
                 raise OSError("no C compiler found (set CC, or install gcc)")
             key = hashlib.sha256("\n".join([_SOURCE.read_text(), *compiler, *_FLAGS, _cpu_flags(), torch.__version__])

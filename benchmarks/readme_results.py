@@ -5,7 +5,7 @@
 
 Sources, all under results/ and all written by code in this repository: frappe_x1.md
 (`mtl_final.benchmark --dataset frappe_x1`), hillstrom.md and sim.md (`mtl_final.benchmark --grid`),
-frappe_x1_native_all/frappe_x1.md (the table again on the fused CPU kernels; its MLP, FINAL 1B and
+frappe_x1_native_all/frappe_x1.md (the whole table again on the fused CPU kernels; its MLP, FINAL 1B and
 2B+KD rows are the acceptance runs of frappe_x1_native/),
 frappe_x1_native_tuned/frappe_x1.md (the valid-selected 2B+KD config),
 frappe_x1_native_seeds/frappe_x1.md (FINAL 1B and 2B+KD over nine seeds, with intervals),
@@ -162,10 +162,10 @@ def results_section() -> str:
         "seed + epoch (that gave seed s in epoch e + 1 the data order of seed s + 1 in epoch e). The\n"
         "whole table again at the current code, on the fused kernels (same configs and seeds; float sums\n"
         "in another order, other dropout draws and data orders, so single runs differ, not the method).\n"
-        "MLP, FINAL_1B and FINAL_2B_KD, the acceptance models, are the runs of `results/frappe_x1_native/`;\n"
-        "CIN was not rerun (half an hour a run here). CrossNetV2's drop is a bimodal run, not a bug: each run\n"
-        "either breaks out of a plateau at valid AUC 0.942 after 40–50 epochs or stops there; these three\n"
-        "seeds stopped, three of six more broke out (the notes of `results/frappe_x1_native_all/frappe_x1.md`):",
+        "MLP, FINAL_1B and FINAL_2B_KD, the acceptance models, are the runs of `results/frappe_x1_native/`.\n"
+        "CrossNetV2's drop is a bimodal run, not a bug: each run either breaks out of a plateau at valid\n"
+        "AUC 0.942 after 40–50 epochs or stops there; these three seeds stopped, three of six more broke\n"
+        "out (the notes of `results/frappe_x1_native_all/frappe_x1.md`):",
         "",
         "    " + NATIVE_CMD,
         "    " + NATIVE_ALL_CMD,

@@ -61,7 +61,7 @@ SIM_CMDS = (
 def ab_command(ab: dict, name: str) -> str:
     """The speed_ab command line that wrote results/<name> (its JSON holds every argument)."""
     return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
-            f"{ab['config']} --threads {ab['threads']} --out results/{name}")
+            f"{ab['config']} --threads {ab['threads']} --out results/{name}" + "".join(f" {o}" for o in ab["overrides"]))
 
 
 def _percent(share: float | None) -> str:

@@ -7,7 +7,8 @@ training followed by a full valid evaluation each, exactly as the Trainer does t
 it does that in N fresh processes, one after another, and prints the JSON of the run whose median
 epoch is the median of the N, with every run's median in "runs_median_seconds" (a shared machine
 drifts between runs minutes apart; one run can land on a slow or a fast spell). "kernels" says
-whether the fused CPU kernels ran (train.kernels=native, buildable here, float32) or PyTorch ops only.
+whether the fused CPU kernels ran (train.kernels=native, buildable here, float32) or PyTorch ops only;
+"matmul_precision" is train.matmul_precision (medium: float32 matmuls on bfloat16-rounded inputs).
 
 Each timed epoch is preceded by a machine probe: the GFLOP/s of a fixed float32 [4096, 400]·[400, 400]
 matmul (this model's largest) on the same threads, and the epoch is followed by the share of CPU time
@@ -42,15 +43,21 @@ PROBE_SHAPE = (4096, 400, 400)  # rows, inner, out: FINAL(2B)+KD's largest matmu
 
 def probe_gflops(reps: int = 20) -> float:
     """GFLOP/s of `reps` float32 [rows, inner]·[inner, out] matmuls on torch's current threads (after one
-    untimed call); a reading of how fast this machine multiplies right now."""
+    untimed call), at the "highest" matmul precision; a reading of how fast this machine multiplies right now."""
     rows, inner, out = PROBE_SHAPE
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(rows, inner, generator=gen), torch.randn(inner, out, generator=gen)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(reps):
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # the same IEEE float32 reading whatever the run sets
+    try:
         torch.mm(a, b)
-    return round(2 * rows * inner * out * reps / (time.perf_counter() - start) / 1e9, 1)
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    return round(2 * rows * inner * out * reps / seconds / 1e9, 1)
 
 
 def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
@@ -134,6 +141,7 @@ def main() -> None:
     result = {
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
         "threads": args.threads, "precision": cfg["train"]["precision"],
+        "matmul_precision": cfg["train"]["matmul_precision"],
         # autocast (bf16) always runs the modules: the fused kernels are float32
         "kernels": "native" if kernels.library() is not None and not trainer.bf16 else "torch",
         "median_seconds_per_epoch": round(median, 3),

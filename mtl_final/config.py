@@ -114,6 +114,9 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip_norm": 10.0,
         "num_threads": 0,  # 0 = torch default
         "precision": "fp32",  # fp32 | bf16 (autocast: matmuls in bfloat16, weights/heads/losses float32)
+        # float32 matmuls (torch.set_float32_matmul_precision, process-wide): highest = IEEE float32 |
+        # high = TF32 where the hardware has it | medium = also bfloat16 inputs, float32 sums (AMX CPUs)
+        "matmul_precision": "highest",
         # native = fused C kernels for dense layers on CPU (built on first use; PyTorch ops where a layer,
         # device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
         "kernels": "native",
@@ -140,6 +143,7 @@ CHOICES: dict[str, list[Any]] = {
     "train.optimizer": ["adam", "adamw", "sgd"],
     "train.monitor_mode": ["max", "min"],
     "train.precision": ["fp32", "bf16"],
+    "train.matmul_precision": ["highest", "high", "medium"],
     "train.kernels": ["native", "torch"],
 }
 

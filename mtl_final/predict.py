@@ -91,6 +91,7 @@ def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, 
                          f"encoders.json and {schema_path}: {e}") from None
     model.eval()
     kernels.use_kernels(cfg["train"]["kernels"])  # score on the path the run trained with
+    torch.set_float32_matmul_precision("highest")  # but in exact float32, as with train.precision=bf16
     return model, encoders, cfg
 
 

@@ -31,3 +31,16 @@ def test_probe_counts_two_flops_per_multiply_add(epoch_speed, monkeypatch):
     clock = iter([10.0, 12.0])  # 2 s for 5 matmuls of 2·4096·400·400 flops each
     monkeypatch.setattr(epoch_speed.time, "perf_counter", lambda: next(clock))
     assert epoch_speed.probe_gflops(reps=5) == round(5 * 2 * 4096 * 400 * 400 / 2 / 1e9, 1) == 3.3
+
+
+def test_probe_multiplies_at_highest_precision_and_restores_the_setting(epoch_speed, monkeypatch):
+    seen = []
+    real_mm = epoch_speed.torch.mm
+    monkeypatch.setattr(epoch_speed.torch, "mm",
+                        lambda a, b: seen.append(epoch_speed.torch.get_float32_matmul_precision()) or real_mm(a, b))
+    epoch_speed.torch.set_float32_matmul_precision("medium")
+    try:
+        epoch_speed.probe_gflops(reps=2)
+        assert seen == ["highest"] * 3 and epoch_speed.torch.get_float32_matmul_precision() == "medium"
+    finally:
+        epoch_speed.torch.set_float32_matmul_precision("highest")

@@ -6,8 +6,9 @@ evaluations; reload the best weights. Gradient norm clipping, whole-table embedd
 (in the model's loss), TensorBoard scalars and atomic checkpoints: best.pt (best weights) and
 last.pt after every validation, which `restore` continues exactly. train.precision=bf16 runs the
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
-logits and losses stay float32. train.kernels=native (process-wide, like the thread count) lets dense
-blocks run fused CPU kernels (mtl_final/nn/dense_tail.py).
+logits and losses stay float32. train.matmul_precision sets torch's float32 matmul precision (medium:
+bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN). train.kernels=native lets dense
+blocks run fused CPU kernels (mtl_final/nn/dense_tail.py). Both are process-wide, like the thread count.
 """
 from __future__ import annotations
 
@@ -72,10 +73,15 @@ class Trainer:
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
         kernels.use_kernels(self.t["kernels"])
+        torch.set_float32_matmul_precision(self.t["matmul_precision"])
         self.bf16 = self.t["precision"] == "bf16"
-        if self.bf16 and self.device.type == "cpu" and not _cpu_has_native_bf16():
-            log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
-                "it will be slower than fp32, not faster")
+        if self.device.type == "cpu" and not _cpu_has_native_bf16():
+            if self.bf16:
+                log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
+                    "it will be slower than fp32, not faster")
+            if self.t["matmul_precision"] == "medium":
+                log("warning: train.matmul_precision=medium on a CPU without native bfloat16 (AVX512-BF16 / "
+                    "AMX): expect no speed-up, oneDNN needs one of those for it")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
         self.writer = None  # opened by fit (after a restore, so that it can purge redone steps)

@@ -12,7 +12,8 @@ frappe_x1_native_seeds/frappe_x1.md (FINAL 1B and 2B+KD over nine seeds, with in
 frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1_kernels.md
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
-(the same, with train.precision=bf16), epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json
+(the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
+with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium}.json
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512}.json (`benchmarks/speed_ab.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
@@ -33,6 +34,7 @@ SPEED_VARIANTS = (  # JSON suffix, overrides, comment
     ("", "", "# float32, fused CPU kernels (default)"),
     ("_torch", " train.kernels=torch", "# float32, PyTorch ops only"),
     ("_bf16", " train.precision=bf16", "# bfloat16 autocast"),
+    ("_medium", " train.matmul_precision=medium", "# float32, matmuls on bfloat16-rounded inputs (AMX)"),
 )
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
@@ -48,6 +50,13 @@ AB_RUNS = (  # JSON under results/, what head changed against base
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
+MEDIUM_CMDS = (
+    ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
+    "--seeds 2021,2022,2023 --out results/frappe_x1_matmul_medium train.num_threads=1 train.matmul_precision=medium",
+    ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_1B,FINAL_2B_KD "
+    "--seeds 2024,2025,2026,2027,2028,2029 --out results/frappe_x1_matmul_medium train.num_threads=1 "
+    "train.matmul_precision=medium",
+)
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
                  "--variants mlp,final,final_dual_kd --seeds 2021,2022,2023 train.num_threads=1")
 SIM_CMDS = (
@@ -114,6 +123,7 @@ def results_section() -> str:
     hillstrom = (RESULTS / "hillstrom.md").read_text(encoding="utf-8")
     sim = (RESULTS / "sim.md").read_text(encoding="utf-8")
     bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
+    medium = (RESULTS / "frappe_x1_matmul_medium" / "frappe_x1.md").read_text(encoding="utf-8")
     native_all = (RESULTS / "frappe_x1_native_all" / "frappe_x1.md").read_text(encoding="utf-8")
     tuned = (RESULTS / "frappe_x1_native_tuned" / "frappe_x1.md").read_text(encoding="utf-8")
     seeds = (RESULTS / "frappe_x1_native_seeds" / "frappe_x1.md").read_text(encoding="utf-8")
@@ -256,16 +266,16 @@ def results_section() -> str:
         "",
         *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
         "",
-        "| precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
-        *(f"| {s['precision']} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+        "| precision | matmul precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        *(f"| {s['precision']} | {s.get('matmul_precision', 'highest')} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
           f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('probe_gflops_at_median', '–')} | "
           f"{_percent(s.get('steal_share_at_median'))} | {s.get('git', '–')} |"
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
-        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16}.json` (every epoch's\n"
+        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium}.json` (every epoch's\n"
         "time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the revision\n"
         "measured). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
         "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
@@ -287,6 +297,17 @@ def results_section() -> str:
         "    " + BF16_CMD,
         "",
         first_table(bf16),
+        "",
+        "`train.matmul_precision=medium` keeps the tensors and the fused kernels in float32 and rounds only\n"
+        "the matmul inputs to bfloat16. The acceptance models and seeds, and FINAL 1B and 2B+KD over the\n"
+        "same nine seeds as the float32 intervals above (float32: `results/frappe_x1_native/`,\n"
+        "`results/frappe_x1_native_seeds/`):",
+        "",
+        *("    " + cmd for cmd in MEDIUM_CMDS),
+        "",
+        first_table(medium),
+        "",
+        first_table(section(medium, "## 95% interval")),
         "",
         "### Hillstrom (real visit → conversion funnel): 4 models × 3 towers × 3 seeds",
         "",

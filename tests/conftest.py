@@ -39,3 +39,14 @@ def get_shared_dataset(name: str) -> Path:
 def shared_dataset() -> Callable[[str], Path]:
     """Fixture form: ``def test_x(shared_dataset): root = shared_dataset("frappe_x1")``."""
     return get_shared_dataset
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_matmuls():
+    """Each test starts and ends at torch's default float32 matmul precision (a Trainer with
+    train.matmul_precision=medium changes it process-wide)."""
+    import torch
+
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision("highest")

@@ -312,6 +312,39 @@ def test_every_model_trains_the_same_with_fused_kernels(name, block):
         torch.testing.assert_close(probs[key], probs_ref[key], rtol=1e-5, atol=1e-6)
 
 
+def _bf16_rounded_reference(block: nn.Module) -> nn.Module:
+    """A copy of `block` that runs its modules (the hooks turn the fused path off) on bfloat16-rounded
+    weights and layer inputs: what a float32 matmul at precision "medium" multiplies, summed exactly."""
+    ref = copy.deepcopy(block)
+    for layer in ref.modules():
+        if isinstance(layer, nn.Linear):
+            layer.weight.data = layer.weight.data.bfloat16().float()
+            layer.register_forward_pre_hook(lambda m, args: (args[0].bfloat16().float(),))
+    return ref
+
+
+def test_medium_matmul_precision_rounds_the_fused_matmul_inputs_to_bfloat16():
+    from mtl_final.train.trainer import _cpu_has_native_bf16
+
+    if not _cpu_has_native_bf16():
+        pytest.skip("this CPU has no AVX512-BF16 / AMX, where oneDNN's bfloat16 float32 matmuls run")
+    torch.manual_seed(3)
+    block = FinalBlock(64, [64])  # one layer: a deeper one's rounding flips on sum-order noise upstream
+    _randomise_bn(block)
+    x = torch.randn(256, 64) * 2 + 0.5
+    for train in (True, False):
+        fused, ref = copy.deepcopy(block).train(train), _bf16_rounded_reference(block).train(train)
+        with torch.no_grad():
+            exact = copy.deepcopy(block).train(train)(x)
+            expected = ref(x)
+            torch.set_float32_matmul_precision("medium")
+            got = fused(x)
+            torch.set_float32_matmul_precision("highest")
+        assert fused.layers.fused_units is not None and not fused.layers._hooked()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert (got - exact).abs().max() > 1e-3  # the rounding is really there
+
+
 def test_kernels_choice_is_validated():
     with pytest.raises(ConfigError, match="train.kernels"):
         make_cfg("train.kernels=cuda")

@@ -1,5 +1,6 @@
 """train.precision=bf16: every model trains under bfloat16 autocast with float32 weights, logits
-and losses; the heads stay exact float32; fp32 stays the untouched default."""
+and losses; the heads stay exact float32; fp32 stays the untouched default. train.matmul_precision:
+set process-wide by the Trainer, reset by the next one, validated, and warned about where it cannot help."""
 from __future__ import annotations
 
 import pytest
@@ -90,8 +91,23 @@ def test_bf16_without_native_support_warns(monkeypatch):
     import mtl_final.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: False)
-    for precision, expect in (("bf16", True), ("fp32", False)):
-        cfg = make_cfg("model=mlp", "block.hidden_units=[4]", f"train.precision={precision}")
+    for overrides, bf16_warning, medium_warning in (
+            (["train.precision=bf16"], True, False), (["train.precision=fp32"], False, False),
+            (["train.matmul_precision=medium"], False, True), (["train.matmul_precision=high"], False, False)):
+        cfg = make_cfg("model=mlp", "block.hidden_units=[4]", *overrides)
         lines: list[str] = []
         Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lines.append)
-        assert any("slower than fp32" in line for line in lines) == expect
+        assert any("slower than fp32" in line for line in lines) == bf16_warning
+        assert any("matmul_precision=medium" in line and "no speed-up" in line for line in lines) == medium_warning
+
+
+def test_trainer_sets_the_float32_matmul_precision_process_wide():
+    seen = []
+    for precision in ("medium", "high", "highest"):
+        cfg = make_cfg("model=mlp", "block.hidden_units=[4]", f"train.matmul_precision={precision}")
+        Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lambda s: None)
+        seen.append(torch.get_float32_matmul_precision())
+    assert seen == ["medium", "high", "highest"]  # the default config puts "medium" back to exact float32
+    assert make_cfg()["train"]["matmul_precision"] == "highest"
+    with pytest.raises(ConfigError, match="train.matmul_precision"):
+        make_cfg("train.matmul_precision=low")

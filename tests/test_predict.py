@@ -164,3 +164,10 @@ def test_simulator_runs_resolve_the_schema_in_the_simulator_cache(tmp_path):
 
     cfg = load_config(None, ["data.simulator={n_rows: 1000, seed: 3}", f"data.cache_dir={tmp_path}"])
     assert run_schema_path(cfg) == ensure_simulated(tmp_path, n_rows=1000, seed=3) / "schema.yaml"
+
+
+def test_scoring_runs_at_exact_float32_matmul_precision(run):
+    _, run_dir, _ = run
+    torch.set_float32_matmul_precision("medium")  # e.g. left by a Trainer with train.matmul_precision=medium
+    load_run_model(run_dir)
+    assert torch.get_float32_matmul_precision() == "highest"

@@ -48,7 +48,7 @@ CONFIGS = {"FINAL_1B": "configs/benchmarks/frappe_x1/final_1b.yaml",
 FIXED = {"model.name": "final", "block.kind": "final", "block.num_steps": 2, "block.aggregation": "concat",
          "block.sigma": "identity", "train.optimizer": "adam", "train.monitor": "ctr.auc",
          "train.lr_decay_factor": 0.1, "train.min_lr": 1e-6, "train.eval_every_steps": 0,
-         "train.weight_decay": 0.0}
+         "train.weight_decay": 0.0, "train.precision": "fp32", "train.matmul_precision": "highest"}
 
 
 def fuxictr_params(cfg: dict) -> dict:

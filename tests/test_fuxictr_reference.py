@@ -52,6 +52,8 @@ def test_final_2b_kd_and_the_tuned_variant(reference):
     ("final_1b.yaml", ["block.sigma=tanh"], "block.sigma='tanh'"),
     ("final_1b.yaml", ["train.eval_every_steps=10"], "train.eval_every_steps=10"),
     ("mlp.yaml", [], "model.name='mlp'"),
+    ("final_2b_kd.yaml", ["train.precision=bf16"], "train.precision='bf16'"),  # FuxiCTR trains in float32
+    ("final_2b_kd.yaml", ["train.matmul_precision=medium"], "train.matmul_precision='medium'"),
 ])
 def test_settings_fuxictr_cannot_express_are_refused(reference, config, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):

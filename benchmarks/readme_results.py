@@ -70,7 +70,9 @@ SIM_CMDS = (
 def ab_command(ab: dict, name: str) -> str:
     """The speed_ab command line that wrote results/<name> (its JSON holds every argument)."""
     return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
-            f"{ab['config']} --threads {ab['threads']} --out results/{name}" + "".join(f" {o}" for o in ab["overrides"]))
+            f"{ab['config']} --threads {ab['threads']} --out results/{name}"
+            + "".join(f" --head-override {o}" for o in ab.get("head_overrides", []))
+            + "".join(f" {o}" for o in ab["overrides"]))
 
 
 def _percent(share: float | None) -> str:

@@ -2,15 +2,17 @@
 
     python benchmarks/speed_ab.py --base 4e6081c --pairs 4 --out results/epoch_speed_ab.json \
         --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 [overrides ...]
+    python benchmarks/speed_ab.py --base HEAD --head-override train.matmul_precision=medium ...
 
 Epoch times on a shared VM drift by ±25% within minutes, so two revisions measured one after the
 other differ by when they ran. This script checks `--base` out into a temporary git worktree and
 alternates single `benchmarks/epoch_speed.py --runs 1` processes of the base and of this checkout
 (base first, then head, `--pairs` times). Each process imports the package and runs the script of
 its own tree (PYTHONPATH), from this checkout's root with this checkout's config, so both sides
-train the same config on the same data. It writes every run's median epoch time per side, their
-means, and the paired differences head − base (mean and the two-sided paired t-test p) to `--out`
-as JSON.
+train the same config on the same data; `--head-override KEY=VALUE` (repeatable) adds an override
+to the head side only, so `--base HEAD` compares two settings of one revision. It writes every run's
+median epoch time per side, their means, and the paired differences head − base (mean and the
+two-sided paired t-test p) to `--out` as JSON.
 """
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the JSON here (default: print it)")
+    parser.add_argument("--head-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for the head side only (repeatable)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.pairs < 1:
@@ -74,13 +78,14 @@ def main() -> None:
         git("worktree", "add", "--detach", str(base_tree), base_rev)
         try:
             for _ in range(args.pairs):
-                for side, tree in (("base", base_tree), ("head", ROOT)):
-                    result = one_epoch_run(tree, config, args.threads, args.overrides)
+                for side, tree, extra in (("base", base_tree, []), ("head", ROOT, args.head_override)):
+                    result = one_epoch_run(tree, config, args.threads, [*args.overrides, *extra])
                     sides[side].append(result["median_seconds_per_epoch"])
                     print(f"{side} {result['git']}: {result['median_seconds_per_epoch']} s/epoch", file=sys.stderr)
         finally:
             git("worktree", "remove", "--force", str(base_tree))
-    report = {"config": args.config, "threads": args.threads, "overrides": args.overrides, "base": base_rev,
+    report = {"config": args.config, "threads": args.threads, "overrides": args.overrides,
+              "head_overrides": args.head_override, "base": base_rev,
               "head": head_rev, "pairs": args.pairs, "base_s": sides["base"], "head_s": sides["head"],
               **summarise(sides["base"], sides["head"])}
     text = json.dumps(report, indent=2)

@@ -30,18 +30,21 @@ def test_runs_alternate_base_then_head_and_the_worktree_is_removed(speed_ab, mon
 
     def fake_run(tree, config, threads, overrides):
         calls.append(tree)
+        assert overrides == (["seed=1", "train.matmul_precision=medium"] if tree == REPO_ROOT else ["seed=1"])
         assert (tree / "benchmarks" / "epoch_speed.py").exists()  # a real tree of the revision
         return {"median_seconds_per_epoch": next(times[tree == REPO_ROOT]), "git": "x"}
 
     monkeypatch.setattr(speed_ab, "one_epoch_run", fake_run)
     out = tmp_path / "ab.json"
     monkeypatch.setattr(sys, "argv", ["speed_ab.py", "--base", "HEAD", "--pairs", "2", "--config", "c.yaml",
-                                      "--out", str(out)])
+                                      "--out", str(out), "--head-override", "train.matmul_precision=medium",
+                                      "seed=1"])
     speed_ab.main()
     assert [tree == REPO_ROOT for tree in calls] == [False, True, False, True]
     assert not calls[0].exists()  # the temporary worktree is gone
     report = json.loads(out.read_text())
     assert report["base_s"] == [4.0, 4.0] and report["head_s"] == [3.0, 3.5]
     assert report["head_minus_base_mean_s"] == -0.75 and report["pairs"] == 2
+    assert report["overrides"] == ["seed=1"] and report["head_overrides"] == ["train.matmul_precision=medium"]
     listed = subprocess.run(["git", "worktree", "list"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert str(calls[0]) not in listed

@@ -14,7 +14,7 @@ frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
 with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512}.json (`benchmarks/speed_ab.py`). Nothing
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium}.json (`benchmarks/speed_ab.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ TUNED_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --mode
 AB_RUNS = (  # JSON under results/, what head changed against base
     ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 masks against the mix32 ones"),
     ("epoch_speed_ab_w512.json", "the kernels built 512 bits wide against the 256-bit build"),
+    ("epoch_speed_ab_matmul_medium.json", "train.matmul_precision=medium against highest, one revision"),
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
@@ -282,7 +283,8 @@ def results_section() -> str:
         "measured). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
         "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
         "predates them). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
-        "revisions are compared by interleaving single runs (`benchmarks/speed_ab.py`):",
+        "revisions, or two settings of one revision (`--head-override`), are compared by interleaving single\n"
+        "runs (`benchmarks/speed_ab.py`):",
         "",
         *("    " + ab_command(ab, name) for ab, name, _ in abs_),
         "",

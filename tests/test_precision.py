@@ -107,7 +107,7 @@ def test_trainer_sets_the_float32_matmul_precision_process_wide():
         cfg = make_cfg("model=mlp", "block.hidden_units=[4]", f"train.matmul_precision={precision}")
         Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lambda s: None)
         seen.append(torch.get_float32_matmul_precision())
-    assert seen == ["medium", "high", "highest"]  # the default config puts "medium" back to exact float32
+    assert seen == ["medium", "high", "highest"]  # each Trainer sets its own, "highest" undoing the others
     assert make_cfg()["train"]["matmul_precision"] == "highest"
     with pytest.raises(ConfigError, match="train.matmul_precision"):
         make_cfg("train.matmul_precision=low")

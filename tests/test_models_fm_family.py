@@ -33,7 +33,10 @@ def test_fm_sum_square_trick_equals_naive_pairwise_sum():
     assert torch.allclose(out, naive, rtol=0, atol=1e-10)
 
 
-def test_afm_attention_sums_to_one_and_matches_double_loop():
+@pytest.mark.parametrize("exporting", [False, True], ids=["eager", "traced-for-export"])
+def test_afm_attention_sums_to_one_and_matches_double_loop(exporting, monkeypatch):
+    # while torch.export traces, the score is the plain expression (the chunk loop would fix the batch size)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: exporting)
     torch.manual_seed(0)
     emb = _emb(b=3, f=4, d=5)
     layer = AttentionalPairwise(num_fields=4, embedding_dim=5, attention_dim=3, attention_dropout=0.5).double().eval()

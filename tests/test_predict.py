@@ -16,8 +16,7 @@ from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.predict import load_run_model, main as predict_main, predict
-from mtl_final.train.__main__ import main as train_main
-from tests.test_trainer import tiny_overrides, write_tiny_dataset
+from tests.test_trainer import train_tiny_esmm
 
 torch.set_num_threads(1)
 
@@ -26,11 +25,7 @@ torch.set_num_threads(1)
 def run(tmp_path_factory):
     """(data root, run dir, tmp) of a 1-epoch ESMM run on the tiny dataset."""
     tmp = tmp_path_factory.mktemp("predict")
-    root = write_tiny_dataset(tmp / "data", n=300)
-    out = tmp / "run"
-    assert train_main(["--out", str(out), "--tasks", "ctr,cvr", *tiny_overrides(root, tmp), "model=esmm",
-                       "train.epochs=1", "train.batch_size=32", "train.lr=0.01", "train.tensorboard=false",
-                       "train.num_threads=1"]) == 0
+    root, out = train_tiny_esmm(tmp)
     return root, out, tmp
 
 

@@ -42,6 +42,16 @@ def tiny_overrides(root: Path, tmp: Path) -> list[str]:
             "tower.hidden_units=[8]", "expert.hidden_units=[8]"]
 
 
+def train_tiny_esmm(tmp: Path, *overrides: str) -> tuple[Path, Path]:
+    """(data root, run dir) of a 1-epoch ESMM run (ctr, cvr) on a 300-row tiny dataset under tmp."""
+    root = write_tiny_dataset(tmp / "data", n=300)
+    run = tmp / "run"
+    assert train_main(["--out", str(run), "--tasks", "ctr,cvr", *tiny_overrides(root, tmp), "model=esmm",
+                       "train.epochs=1", "train.batch_size=32", "train.lr=0.01", "train.tensorboard=false",
+                       "train.num_threads=1", *overrides]) == 0
+    return root, run
+
+
 class ScriptedTrainer(Trainer):
     """Trainer whose valid AUC follows a script, to test the schedule in isolation."""
 

@@ -85,10 +85,12 @@ class AttentionalPairwise(nn.Module):
     def attention_weights(self, products: torch.Tensor) -> torch.Tensor:
         """softmax_ij(h^T ReLU(W p_ij + b)).  [batch, pairs, dim] → [batch, pairs] (rows sum to 1)."""
         b, pairs, dim = products.shape
-        scores = _AttentionScore.apply(
-            products.reshape(b * pairs, dim), self.attention.weight, self.attention.bias, self.score.weight[0],
-            ATTENTION_CHUNK_ROWS,
-        )
+        flat = products.reshape(b * pairs, dim)
+        if torch.compiler.is_exporting():  # the chunk loop would fix the batch size into the traced graph
+            scores = torch.relu(self.attention(flat)) @ self.score.weight[0]
+        else:
+            scores = _AttentionScore.apply(flat, self.attention.weight, self.attention.bias, self.score.weight[0],
+                                           ATTENTION_CHUNK_ROWS)
         return torch.softmax(scores.view(b, pairs), dim=1)
 
     def forward(self, emb: torch.Tensor, return_weights: bool = False):

@@ -52,9 +52,11 @@ def fused_unit(layer: nn.Module, bn: nn.Module, act: nn.Module) -> FusedUnit | N
 
 
 def can_fuse(x: torch.Tensor) -> bool:
-    """Whether an input [batch, in_dim] may take the fused path here and now."""
+    """Whether an input [batch, in_dim] may take the fused path here and now (never while torch.export
+    traces: a ctypes call cannot be traced)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-            and not torch.is_autocast_enabled("cpu") and kernels.library() is not None)
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
+            and kernels.library() is not None)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:

@@ -92,7 +92,7 @@ class FeatureEmbedding(nn.Module):
         """Batch → [batch, fields, dim]."""
         parts = []
         if self.offsets.numel():
-            if batch.cat.device.type == "cpu":  # on a GPU the check would cost a host sync per batch
+            if batch.cat.device.type == "cpu" and not torch.compiler.is_exporting():  # GPU: a host sync per batch
                 self.check_vocabulary(batch.cat)
             parts.append(_LookupRows.apply(self.table.weight, batch.cat + self.offsets, self.offsets, self.field_ends))
         if self.numeric.shape[0]:

@@ -67,7 +67,6 @@ class ServingGraph(nn.Module):
     def __init__(self, model: RankingModel, features: FeatureSpec) -> None:
         super().__init__()
         self.model = model.eval()
-        self.features = features
         self.n_cat, self.n_num = len(features.categorical), len(features.numeric)
         sizes = torch.tensor([size for _, size in features.categorical], dtype=torch.long)
         self.register_buffer("vocab_sizes", sizes, persistent=False)

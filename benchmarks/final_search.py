@@ -1,6 +1,6 @@
 """The FINAL Frappe_x1 validation-set searches (FINAL(2B)+KD and FINAL 1B): variants and summaries.
 
-    python benchmarks/final_search.py            # write results/frappe_x1_{2b_kd,1b}_search/summary.md
+    python benchmarks/final_search.py            # write results/frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md
     python benchmarks/final_search.py --check    # exit 1 if a summary is out of date
 
 Each variant is the model's paper config (configs/benchmarks/frappe_x1/<config>.yaml) plus the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generated_file import write_or_check  # benchmarks/, on sys.path when run as a script
@@ -32,6 +32,12 @@ SPLITMIX_CSV = "frappe_x1_kernels/acceptance_splitmix.csv"  # the same on the Sp
 # `kernels` labels: the fused kernels drew their dropout masks from mix32 up to 4e6081c and from
 # SplitMix64 since 40fca9d (benchmarks/hash_mask_dropout.py); torch = PyTorch ops
 MIX32, SPLITMIX = "native, mix32", "native, SplitMix64"
+OLD_CODE = (f"Kernels: `{MIX32}` = the fused kernels up to 4e6081c (mix32 dropout masks), `{SPLITMIX}` = since "
+            "40fca9d, torch = PyTorch ops; every run shuffled with seed + epoch (up to 2bfbc23).")
+HEAD = "native"  # the acceptance code: SplitMix64 masks, per-epoch shuffle seeded by epoch_seed (since 334c3db)
+HEAD_CODE = (f"Kernels: `{HEAD}` = the fused kernels of the acceptance runs (SplitMix64 masks, each epoch's "
+             "shuffle seeded by epoch_seed; the code at a983e12). Layers with sum, tanh or N = 3 have no fused "
+             "kernel: they run as PyTorch modules.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class Search:
     checks: dict[str, tuple[str, str]]  # name → (variant, kernels): runs never used for selection
     sources: dict[str, str]  # name → CSV under results/ where it is not <folder>/<name>.csv
     caveat: str  # how the variants came about
+    code: str = OLD_CODE  # what the `kernels` labels mean: the code the runs ran on
+    seed_filter: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name → the seeds it takes from its CSV
 
     def csv_path(self, name: str) -> Path:
         return RESULTS / self.sources.get(name, f"{self.folder}/{name}.csv")
@@ -107,6 +115,35 @@ SEARCHES = (
                  "paper_torch_more4": "frappe_x1_kernels/1b_torch_more3.csv"},
         caveat="All variants were fixed before any of them ran.",
     ),
+    Search(
+        model="FINAL_1B", title="FINAL 1B, the forms of eq. (1)", folder="frappe_x1_1b_eq1_search",
+        variants={
+            "paper": ("", HEAD, "paper_notes §4 as it is: N = 2, concat, identity σ (the public reference's form)"),
+            "sum": ("block.aggregation=sum", HEAD, "the paper's aggregation x_l = h_1 + h_2"),
+            "tanh": ("block.sigma=tanh", HEAD, "σ = tanh, as in the MindSpore implementation"),
+            "n3sum": ("block.num_steps=3 block.aggregation=sum", HEAD, "N = 3 steps, summed"),
+        },
+        checks={"paper_more": ("paper", HEAD), "tanh_check": ("tanh", HEAD), "tanh_check2": ("tanh", HEAD),
+                "sum_check": ("sum", HEAD), "sum_check2": ("sum", HEAD)},
+        sources={"paper": "frappe_x1_native/frappe_x1.csv", "paper_more": "frappe_x1_native_seeds/frappe_x1.csv"},
+        seed_filter={"paper_more": tuple(str(s) for s in range(2024, 2030))},
+        caveat="All variants were fixed before any of them ran, and so were the checks' seeds (2024-2029, for "
+               "the selected variant and for sum) before any check ran.",
+        code=HEAD_CODE,
+    ),
+    Search(
+        model="FINAL_2B_KD", title="FINAL(2B)+KD, the forms of eq. (1)", folder="frappe_x1_2b_kd_eq1_search",
+        variants={
+            "paper": ("", HEAD, "paper_notes §4 as it is: N = 2, concat, identity σ in both blocks"),
+            "sum": ("block.aggregation=sum", HEAD, "the paper's aggregation x_l = h_1 + h_2 in both blocks"),
+            "tanh": ("block.sigma=tanh", HEAD, "σ = tanh in both blocks"),
+        },
+        checks={},
+        sources={"paper": "frappe_x1_native/frappe_x1.csv"},
+        caveat="Both variants were fixed before either ran (N = 3, planned too, was dropped for time: its "
+               "epochs take about 2.5 times as long).",
+        code=HEAD_CODE,
+    ),
 )
 
 
@@ -115,7 +152,9 @@ def read_rows(search: Search, name: str) -> list[dict[str, str]]:
     if not path.exists():
         return []
     with path.open(encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if row["model"] == search.model]
+        rows = [row for row in csv.DictReader(f) if row["model"] == search.model]
+    seeds = search.seed_filter.get(name)
+    return [row for row in rows if row["seed"] in seeds] if seeds else rows
 
 
 def mean_std(values: list[float]) -> str:
@@ -141,9 +180,7 @@ def summary(search: Search) -> str:
         "",
         "Generated by `python benchmarks/final_search.py` from the CSVs in this folder (elsewhere: "
         f"{sources}). AUC ×100, mean ± sample std over seeds. Selection rule: highest mean valid AUC over "
-        f"seeds 2021-2023. {search.caveat} Kernels: `{MIX32}` = the fused kernels up to 4e6081c (mix32 dropout "
-        f"masks), `{SPLITMIX}` = since 40fca9d, torch = PyTorch ops; every run shuffled with seed + epoch "
-        "(up to 2bfbc23).",
+        f"seeds 2021-2023. {search.caveat} {search.code}",
         "",
         "| variant | overrides | kernels | seeds | valid AUC ×100 | test AUC ×100 | per seed valid / test |",
         "|---|---|---|---|---:|---:|---|",

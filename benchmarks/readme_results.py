@@ -9,7 +9,7 @@ frappe_x1_native_all/frappe_x1.md (the whole table again on the fused CPU kernel
 2B+KD rows are the acceptance runs of frappe_x1_native/),
 frappe_x1_native_tuned/frappe_x1.md (the valid-selected 2B+KD config),
 frappe_x1_native_seeds/frappe_x1.md (FINAL 1B and 2B+KD over nine seeds, with intervals),
-frappe_x1_{2b_kd,1b}_search/summary.md (`benchmarks/final_search.py`), frappe_x1_kernels.md
+frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_search.py`), frappe_x1_kernels.md
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
@@ -132,6 +132,8 @@ def results_section() -> str:
     seeds = (RESULTS / "frappe_x1_native_seeds" / "frappe_x1.md").read_text(encoding="utf-8")
     search = (RESULTS / "frappe_x1_2b_kd_search" / "summary.md").read_text(encoding="utf-8")
     search_1b = (RESULTS / "frappe_x1_1b_search" / "summary.md").read_text(encoding="utf-8")
+    search_eq1 = (RESULTS / "frappe_x1_1b_eq1_search" / "summary.md").read_text(encoding="utf-8")
+    search_2b_eq1 = (RESULTS / "frappe_x1_2b_kd_eq1_search" / "summary.md").read_text(encoding="utf-8")
     kernel_paths = (RESULTS / "frappe_x1_kernels.md").read_text(encoding="utf-8")
     speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
               for suffix, _, _ in SPEED_VARIANTS]
@@ -264,6 +266,19 @@ def results_section() -> str:
         "ran) selects the paper config itself:",
         "",
         search_rows(search_1b, every_variant=True),
+        "",
+        "The forms of the layer itself, on the acceptance code: the paper's aggregation x_l = h_1 + h_2 (eq. 1),\n"
+        "σ = tanh (the MindSpore implementation) and N = 3, against the reference's N = 2 concat with identity\n"
+        "σ (`results/frappe_x1_1b_eq1_search/`; variants and check seeds fixed before any ran):",
+        "",
+        search_rows(search_eq1, every_variant=True),
+        "",
+        "All three forms led on seeds 2021–2023, by valid and by test AUC. On the six fresh seeds the summed\n"
+        "form is level with the reference form and tanh falls behind it: the lead was seed noise (N = 3 was\n"
+        "not checked). For FINAL(2B)+KD\n"
+        "(`results/frappe_x1_2b_kd_eq1_search/`) sum and tanh in both blocks do not lead even on 2021–2023:",
+        "",
+        search_rows(search_2b_eq1, every_variant=True),
         "",
         "### Speed (FINAL(2B)+KD on Frappe_x1, one warm epoch = train + valid evaluation, 2 threads)",
         "",

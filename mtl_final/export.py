@@ -19,7 +19,8 @@ counts them. The batch axis is dynamic.
 
 Before anything is written the ONNX model is run with onnxruntime on ``check_rows`` random in-vocabulary
 rows and on one row, and compared with the PyTorch model; an export further from it than
-max(atol, 2 x the PyTorch model's own float32 error against float64) is refused. Needs the ``export`` extra: ``pip install -e ".[export]"`` (onnx, onnxscript, onnxruntime).
+max(atol, 2 x the PyTorch model's own float32 error against float64) is refused.
+Needs the ``export`` extra: ``pip install -e ".[export]"`` (onnx, onnxscript, onnxruntime).
 """
 from __future__ import annotations
 

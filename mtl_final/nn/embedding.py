@@ -92,7 +92,9 @@ class FeatureEmbedding(nn.Module):
         """Batch → [batch, fields, dim]."""
         parts = []
         if self.offsets.numel():
-            if batch.cat.device.type == "cpu" and not torch.compiler.is_exporting():  # GPU: a host sync per batch
+            # skipped on a GPU (a host sync per batch) and while torch.export traces (a data-dependent
+            # branch; mtl_final.export's graph counts and maps out-of-vocabulary ids itself)
+            if batch.cat.device.type == "cpu" and not torch.compiler.is_exporting():
                 self.check_vocabulary(batch.cat)
             parts.append(_LookupRows.apply(self.table.weight, batch.cat + self.offsets, self.offsets, self.field_ends))
         if self.numeric.shape[0]:

@@ -48,6 +48,8 @@ AB_RUNS = (  # JSON under results/, what head changed against base
     ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 masks against the mix32 ones"),
     ("epoch_speed_ab_w512.json", "the kernels built 512 bits wide against the 256-bit build"),
     ("epoch_speed_ab_matmul_medium.json", "train.matmul_precision=medium against highest, one revision"),
+    ("epoch_speed_ab_export.json", "the ONNX export work (on the training path: two torch.export flag reads)"),
+    ("epoch_speed_ab_export2.json", "the same, again"),
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")

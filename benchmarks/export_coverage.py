@@ -6,7 +6,7 @@ Each case is a model with small widths, its default init (seed 0) but embeddings
 ("p_ctr_std" is the spread of its p_ctr over the check rows) on 3 categorical + 2 numeric fields,
 exported with mtl_final.export.export_onnx (4,096 random rows and one row checked). The multi-task families
 are also exported with dual FINAL towers, MMoE/PLE with FINAL experts, and FINAL as 1B, 2B+KD behind the
-field gate, and in the paper's eq. (1) form (sum aggregation, tanh, N = 3). Prints one line per case and
+field gate, and with the other forms of eq. (1) (sum aggregation, tanh, N = 3). Prints one line per case and
 writes a JSON list of {model, overrides, ok, p_ctr_std, max_abs_diff, float32_error (PyTorch float32 against
 float64, which sets the tolerance), seconds, error}; exits 1 when any case fails.
 """

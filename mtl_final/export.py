@@ -153,7 +153,7 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
     max(atol, 2 x |PyTorch float32 - PyTorch float64|).
 
     Returns {"inputs", "outputs", "check"} for the manifest. Raises ExportError when the exporter
-    packages are missing, the graph cannot be exported or the outputs differ by more than atol."""
+    packages are missing, the graph cannot be exported or an output differs by more than its tolerance."""
     _require_exporter()
     if check_rows < 1:
         raise ValueError(f"check_rows must be >= 1, got {check_rows}")
@@ -173,7 +173,7 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
 
     import onnxruntime
 
-    # A float32 model is only as exact as its conditioning allows (SAM's stacked products reach logits of 1e7
+    # A float32 model is only as exact as its conditioning allows (SAM's stacked products reach logits of 3e7
     # from N(0, 1) embeddings): onnxruntime may differ from PyTorch by what PyTorch itself differs from float64.
     reference = copy.deepcopy(graph).double()
     names = graph.output_names
@@ -223,8 +223,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     _require_exporter()
     model, encoders, cfg = load_run_model(run_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    done = False
     try:
         try:
             graph_doc = export_onnx(model, encoders.feature_spec(), work / "model.onnx", opset, check_rows, atol)
@@ -247,8 +249,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
         (out_dir / "manifest.json").unlink(missing_ok=True)  # no manifest = no complete export, until the new one lands
         for name in ("model.onnx", "encoders.json", "manifest.json"):
             os.replace(work / name, out_dir / name)
+        done = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not done:
+            shutil.rmtree(out_dir, ignore_errors=True)  # made here, holds nothing else
     return manifest
 
 

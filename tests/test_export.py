@@ -93,6 +93,9 @@ def test_a_failed_check_leaves_the_previous_export_untouched(exported, monkeypat
     with pytest.raises(ExportError, match=r"differs from PyTorch by 0\.001 on p_c\w+, more than max\(atol 1e-05, .*\); .* was left as it was"):
         export_run(run, out, check_rows=64)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder left either
+    with pytest.raises(ExportError, match="was left as it was"):
+        export_run(run, out.parent / "new_export", check_rows=64)
+    assert not (out.parent / "new_export").exists()  # a folder the failed export made is removed again
 
 
 def test_categorical_only_final_2b_kd_exports_with_one_input(tmp_path):

@@ -137,13 +137,21 @@ def _quiet_exporter() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _onnx_outputs(path: Path, names: list[str], inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _onnx_session(path: Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_outputs(session: Any, names: list[str], inputs: list[np.ndarray]) -> list[np.ndarray]:
     return session.run(None, dict(zip(names, inputs)))
+
+
+def export_dir(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where export_run writes: out_dir, by default run_dir/export."""
+    return Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
 
 
 def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, opset: int = DEFAULT_OPSET,
@@ -179,13 +187,14 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
     names = graph.output_names
     diffs, noise = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
     sizes = sorted({check_rows, 1}, reverse=True)
+    session = _onnx_session(path)
     for rows in sizes:
         inputs = sample_inputs(features, rows, seed=rows)
         with torch.no_grad():
             want = [t.numpy() for t in graph(*(torch.from_numpy(a) for a in inputs))]
             exact = [t.numpy() for t in reference(*(torch.from_numpy(a if a.dtype == np.int64 else a.astype(np.float64))
                                                     for a in inputs))]
-        got = _onnx_outputs(path, graph.input_names, inputs)
+        got = _onnx_outputs(session, graph.input_names, inputs)
         for name, g, w, e in zip(names, got, want, exact):
             if g.shape != w.shape:
                 raise ExportError(f"output {name}: onnxruntime shape {g.shape} != PyTorch {w.shape} "
@@ -220,7 +229,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
     Nothing in out_dir changes unless the export passes its check. Raises FileNotFoundError /
     ConfigError for an unusable run directory, ExportError as export_onnx does."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out_dir = export_dir(run_dir, out_dir)
     _require_exporter()
     model, encoders, cfg = load_run_model(run_dir)
     created = not out_dir.exists()
@@ -275,11 +284,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        manifest = export_run(args.run, args.out, args.opset, args.check_rows, args.atol)
+        out = export_dir(args.run, args.out)
+        manifest = export_run(args.run, out, args.opset, args.check_rows, args.atol)
     except (ConfigError, DataError, ExportError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.run) / "export"
     worst = max(manifest["check"]["max_abs_diff"].values())
     print(f"[export] {out / 'model.onnx'}: inputs {list(manifest['inputs'])}, outputs "
           f"{[o['name'] for o in manifest['outputs']]}; max |onnxruntime - torch| {worst:.2g} "

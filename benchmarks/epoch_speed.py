@@ -10,6 +10,11 @@ drifts between runs minutes apart; one run can land on a slow or a fast spell). 
 whether the fused CPU kernels ran (train.kernels=native, buildable here, float32) or PyTorch ops only;
 "matmul_precision" is train.matmul_precision (medium: float32 matmuls on bfloat16-rounded inputs).
 
+--processes P > 1 measures data-parallel training: the script starts itself under torchrun with P
+processes of --threads threads each (gloo), every rank trains its shard of each global batch through
+DDP and scores its share of the valid rows, exactly as `torchrun ... -m mtl_final.train` does; times
+are rank 0's, "peak_rss_mib" is the largest rank's and "peak_rss_mib_all_ranks" their sum.
+
 Each timed epoch is preceded by a machine probe: the GFLOP/s of a fixed float32 [4096, 400]·[400, 400]
 matmul (this model's largest) on the same threads, and the epoch is followed by the share of CPU time
 the hypervisor gave to others (/proc/stat "steal"; null where that file is missing). On a shared VM a
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from mtl_final import kernels
+from mtl_final import distributed, kernels
 from mtl_final.benchmark.report import git_revision
 from mtl_final.config import load_config
 from mtl_final.data.batches import BatchLoader
@@ -88,27 +93,41 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs after one warm-up epoch")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one epoch")
     parser.add_argument("--runs", type=int, default=1, help="fresh processes; report the median one")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="data-parallel processes (torchrun, gloo), each with --threads threads")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1, got {args.runs}")
+    if args.runs < 1 or args.processes < 1:
+        parser.error(f"--runs and --processes must be >= 1, got {args.runs} and {args.processes}")
     if args.runs > 1:
         if args.profile:
             parser.error("--profile profiles one run; use it without --runs")
         print(json.dumps(median_of_runs(args), indent=2))
         return
+    if args.processes > 1 and distributed.launched_world_size() == 1:
+        print(launch_processes(args), end="")
+        return
     configure_cpu(args.threads)
     cfg = load_config(args.config, ["train.progress=false", "train.tensorboard=false", *args.overrides])
+    dist = distributed.init_from_env(cfg["distributed"]["backend"], torch.device("cpu"))
     seed_everything(cfg["seed"])
-    schema, root = resolve_dataset(cfg)
-    if cfg["tasks"]:
-        schema = schema.select_tasks(cfg["tasks"])
-    store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"], log=lambda s: None)
+
+    def load_store() -> EncodedStore:
+        schema, root = resolve_dataset(cfg)
+        if cfg["tasks"]:
+            schema = schema.select_tasks(cfg["tasks"])
+        return EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"], log=lambda s: None)
+
+    store = distributed.main_first(load_store, dist)
+    schema = store.schema
     labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
     train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
-    trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None)
-    loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"])
+    if dist.rank:
+        torch.manual_seed(distributed.rank_seed(cfg["seed"], dist.rank))
+    trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=dist)
+    loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"],
+                         shard=(dist.rank, dist.world_size))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
 
     def epoch(e: int) -> tuple[float, float]:
@@ -138,9 +157,13 @@ def main() -> None:
     times = [t + v for t, v in split_times]
     median = sorted(times)[len(times) // 2]
     at_median = times.index(median)
+    rss = distributed.gather_objects(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dist)
+    distributed.shutdown()
+    if not dist.is_main:
+        return
     result = {
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
-        "threads": args.threads, "precision": cfg["train"]["precision"],
+        "threads": args.threads, "processes": dist.world_size, "precision": cfg["train"]["precision"],
         "matmul_precision": cfg["train"]["matmul_precision"],
         # autocast (bf16) always runs the modules: the fused kernels are float32
         "kernels": "native" if kernels.library() is not None and not trainer.bf16 else "torch",
@@ -150,7 +173,7 @@ def main() -> None:
         "median_valid_eval_seconds": round(sorted(v for _, v in split_times)[len(times) // 2], 3),
         "train_rows": int(train.cat.shape[0]), "valid_rows": int(valid.cat.shape[0]),
         "train_samples_per_s_at_median": round(train.cat.shape[0] / median),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": round(max(rss)), "peak_rss_mib_all_ranks": round(sum(rss)),
         "probe_gflops": probes, "probe_gflops_at_median": probes[at_median],
         "steal_share": steals, "steal_share_at_median": steals[at_median],
         "torch": torch.__version__, "git": git_revision(),
@@ -161,7 +184,7 @@ def main() -> None:
 def median_of_runs(args: argparse.Namespace) -> dict:
     """Run this script --runs times in fresh processes; the median run's result plus every run's median."""
     command = [sys.executable, __file__, "--config", args.config, "--threads", str(args.threads),
-               "--epochs", str(args.epochs), *args.overrides]
+               "--epochs", str(args.epochs), "--processes", str(args.processes), *args.overrides]
     results = []
     for _ in range(args.runs):
         done = subprocess.run(command, capture_output=True, text=True)
@@ -172,6 +195,18 @@ def median_of_runs(args: argparse.Namespace) -> dict:
     chosen = dict(sorted(results, key=lambda r: r["median_seconds_per_epoch"])[len(results) // 2])
     chosen["runs_median_seconds"] = medians
     return chosen
+
+
+def launch_processes(args: argparse.Namespace) -> str:
+    """This script under torchrun with --processes ranks; returns rank 0's JSON."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.processes}",
+               __file__, "--config", args.config, "--threads", str(args.threads), "--epochs", str(args.epochs),
+               "--processes", str(args.processes), *args.overrides]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"epoch_speed: the {args.processes}-process run failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-2000:]}")
+    return done.stdout
 
 
 if __name__ == "__main__":

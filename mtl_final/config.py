@@ -126,6 +126,9 @@ DEFAULTS: dict[str, Any] = {
         "gauc_field": None,  # categorical field name to group gAUC by
         "max_steps": 0,  # 0 = no limit (debug / smoke runs)
     },
+    "distributed": {  # used only when torchrun starts several processes (WORLD_SIZE > 1)
+        "backend": "auto",  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    },
 }
 
 _BLOCK_SECTIONS = ("block", "tower", "expert")
@@ -145,6 +148,7 @@ CHOICES: dict[str, list[Any]] = {
     "train.precision": ["fp32", "bf16"],
     "train.matmul_precision": ["highest", "high", "medium"],
     "train.kernels": ["native", "torch"],
+    "distributed.backend": ["auto", "gloo", "nccl"],
 }
 
 # Dicts whose keys are data, not config keys: not key-checked inside. The value is the type every

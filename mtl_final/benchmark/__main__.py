@@ -43,6 +43,7 @@ from mtl_final.benchmark.runner import (
     run_benchmark,
     run_grid,
 )
+from mtl_final.distributed import launched_world_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None, entry: str | Sequence[str] | None = 
         print(msg, flush=True)
 
     problem = _mode_error(args)
+    if launched_world_size() > 1:
+        problem = ("mtl_final.benchmark runs its cells one after another in one process; start it with "
+                   "python, not torchrun (data-parallel runs: torchrun ... -m mtl_final.train)")
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

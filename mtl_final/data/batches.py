@@ -6,6 +6,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from mtl_final.distributed import shard_bounds
+
 from .features import Batch
 from .store import TensorSplit
 
@@ -24,17 +26,29 @@ class BatchLoader:
     ``torch.randperm`` per epoch from a generator seeded with ``epoch_seed(seed, epoch)``,
     so the same (seed, epoch) always gives the same order; call ``set_epoch`` before
     each epoch to get a new order (the epoch is not advanced automatically).
+
+    shard=(rank, world) with world > 1 (data-parallel training): every rank walks the same global
+    batches and yields its contiguous share of each (``distributed.shard_bounds``), so the ranks'
+    shards of one step are disjoint and together are the one-process batch. A last batch with fewer
+    than two rows per rank is left out (BatchNorm needs two); ``dropped_rows`` counts it per epoch.
     """
 
     def __init__(self, data: TensorSplit, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard=(rank {rank}, world {world}) needs 0 <= rank < world")
+        if world > 1 and batch_size < 2 * world:
+            raise ValueError(f"train.batch_size={batch_size} is too small for {world} processes: every "
+                             f"process needs at least 2 rows of each batch; use at least {2 * world}")
         self.data = data
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        self.shard = (int(rank), int(world))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -46,10 +60,21 @@ class BatchLoader:
         return self.data.n_rows
 
     def __len__(self) -> int:
-        """Number of batches per epoch."""
-        if self.drop_last:
-            return self.n_rows // self.batch_size
-        return -(-self.n_rows // self.batch_size)
+        """Number of batches (optimizer steps) per epoch."""
+        full, tail = divmod(self.n_rows, self.batch_size)
+        if self.drop_last or tail < self.min_tail:
+            return full
+        return full + 1
+
+    @property
+    def min_tail(self) -> int:
+        """The fewest rows a last, partial batch must have to be kept (1, or 2 per rank when sharded)."""
+        return 1 if self.shard[1] == 1 else 2 * self.shard[1]
+
+    @property
+    def dropped_rows(self) -> int:
+        """Rows of each epoch that no batch holds (the partial last batch, where it is left out)."""
+        return self.n_rows - min(self.n_rows, len(self) * self.batch_size)
 
     def order(self) -> torch.Tensor | None:
         """[N] int64 row order of the current epoch (None without shuffle)."""
@@ -68,8 +93,12 @@ class BatchLoader:
         d = self.data
         perm = self.order()
         bs = self.batch_size
+        rank, world = self.shard
         for b in range(start, len(self)):
             lo, hi = b * bs, min((b + 1) * bs, self.n_rows)
+            if world > 1:
+                first, last = shard_bounds(hi - lo, rank, world)
+                lo, hi = lo + first, lo + last
             if perm is None:
                 yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()})
             else:

@@ -72,6 +72,12 @@ class RankingModel(nn.Module):
         logits, aux = self.compute_logits(batch)
         return ModelOutput(logits, self.probabilities(logits), aux)
 
+    @property
+    def output_names(self) -> list[str]:
+        """The keys of ModelOutput.probs: every task, then the entire-space products (e.g. 'ctcvr')."""
+        return self.task_names + [entire_space_name(t.on, t.name) for t in self.tasks
+                                  if t.on and t.on in self.task_names]
+
     def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         probs = {name: torch.sigmoid(logit) for name, logit in logits.items()}
         for task in self.tasks:

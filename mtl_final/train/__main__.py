@@ -1,5 +1,6 @@
 """python -m mtl_final.train [--config FILE] [--out DIR] [--tasks ctr,cvr] [key=value ...]
-   python -m mtl_final.train --resume RUN_DIR"""
+   python -m mtl_final.train --resume RUN_DIR
+   torchrun --standalone --nproc-per-node N -m mtl_final.train ...   (data-parallel, mtl_final/distributed.py)"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ from importlib import resources
 
 from mtl_final.config import ConfigError, load_config
 from mtl_final.data.errors import DataError
+from mtl_final.distributed import DistributedError, shutdown
 
 DEFAULT_CONFIG = resources.files("mtl_final") / "configs" / "default_run.yaml"
 
@@ -49,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         from mtl_final.train.run import run_experiment
 
         run_experiment(cfg, args.out)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, DistributedError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     return 0
 
 

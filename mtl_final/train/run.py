@@ -1,4 +1,7 @@
-"""run_experiment: config → data store → model → Trainer → run directory with metrics.json."""
+"""run_experiment: config → data store → model → Trainer → run directory with metrics.json.
+
+Under torchrun every rank runs it: rank 0 builds the data cache first and alone writes the run
+directory; the others load the cache and train their shards (mtl_final/distributed.py)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from mtl_final import distributed
 from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
@@ -70,37 +74,51 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
     t = cfg["train"]
     configure_cpu(t["num_threads"])
+    device = resolve_device(t["device"])
+    dist = distributed.init_from_env(cfg["distributed"]["backend"], device)
+    device = distributed.rank_device(device, dist)
+    if not dist.is_main:
+        log = _silent
     seed_everything(int(cfg["seed"]))
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
-        dump_config(cfg, run_dir / "config.yaml")
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
+            dump_config(cfg, run_dir / "config.yaml")
 
-    schema, root = resolve_dataset(cfg, log)
-    if cfg["tasks"]:
-        schema = schema.select_tasks(list(cfg["tasks"]))
-    store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
-                                       invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
+    def load_data() -> tuple[DatasetSchema, Path, EncodedStore]:
+        schema, root = resolve_dataset(cfg, log)
+        if cfg["tasks"]:
+            schema = schema.select_tasks(list(cfg["tasks"]))
+        store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
+                                           invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
+        return schema, root, store
+
+    schema, root, store = distributed.main_first(load_data, dist)
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
-    else:
+    elif dist.is_main:
         store.encoders.save(run_dir / "encoders.json")
     task_labels = {task.name: task.label for task in (*schema.tasks, *schema.parent_tasks)}
     splits = {name: store.split(name).to_tensors(task_labels) for name in SPLITS}
     log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
         + f" | tasks {[t.name for t in schema.tasks]} | run dir {run_dir}")
+    if dist.enabled:
+        log(f"distributed: {dist.world_size} processes ({dist.backend}), {t['batch_size']} rows per step "
+            f"shared out as about {t['batch_size'] // dist.world_size} per process")
 
-    device = resolve_device(t["device"])
     seed_everything(int(cfg["seed"]))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
+    if dist.rank:  # same initial weights everywhere (DDP broadcasts rank 0's), own dropout draws
+        torch.manual_seed(distributed.rank_seed(int(cfg["seed"]), dist.rank))
     gauc_column = None
     if t["gauc_field"]:
         names = [name for name, _ in store.feature_spec.categorical]
         if t["gauc_field"] not in names:
             raise ValueError(f"train.gauc_field={t['gauc_field']!r} is not a categorical field; choose one of {names}")
         gauc_column = names.index(t["gauc_field"])
-    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column)
+    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
     if resume:
         last = load_checkpoint(run_dir / "last.pt", device)
         best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
@@ -117,11 +135,13 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         "train_seconds": round(trainer.train_seconds, 3),
         "steps": trainer.global_step,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "world_size": dist.world_size,
         "data_report": store.report,
     }
     if uses_simulator(cfg):
         metrics["test_entire_space"] = entire_space_metrics(trainer, splits["test"], root, schema, int(cfg["seed"]))
-    _write_json(run_dir / "metrics.json", metrics)
+    if dist.is_main:
+        _write_json(run_dir / "metrics.json", metrics)
     final = {f"test/{task}/{name}": float(v) for task, ms in metrics["test"].items()
              for name, v in ms.items() if name != "rows"}
     trainer.log_hparams(_flatten(cfg), final)
@@ -203,6 +223,10 @@ def read_ground_truth(path: Path) -> dict[str, np.ndarray]:
 
     frame = pd.read_csv(path, usecols=columns)
     return {c: frame[c].to_numpy(np.float64) for c in columns}
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the job."""
 
 
 def _write_json(path: Path, obj: Any) -> None:

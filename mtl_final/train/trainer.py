@@ -9,6 +9,10 @@ forward passes (training and evaluation) under bfloat16 autocast; weights, optim
 logits and losses stay float32. train.matmul_precision sets torch's float32 matmul precision (medium:
 bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN). train.kernels=native lets dense
 blocks run fused CPU kernels (mtl_final/nn/dense_tail.py). Both are process-wide, like the thread count.
+
+Under torchrun (`dist`, see mtl_final/distributed.py) each rank trains on its shard of every global
+batch through DistributedDataParallel, evaluation gathers every rank's predictions, and rank 0 alone
+writes checkpoints and TensorBoard events; last.pt then holds every rank's generator state.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtl_final import kernels
+from mtl_final import distributed, kernels
 from mtl_final.data.batches import BatchLoader
+from mtl_final.data.store import TensorSplit
 from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import save_atomic
 from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
@@ -63,11 +68,14 @@ class Trainer:
         device: torch.device | str = "cpu",
         log: Callable[[str], None] = print,
         gauc_column: int | None = None,
+        dist: distributed.DistContext = distributed.SINGLE,
     ) -> None:
         self.model = model.to(device)
         self.cfg = cfg
         self.t = cfg["train"]
         self.device = torch.device(device)
+        self.dist = dist
+        self.net = distributed.wrap(self.model, dist, self.device)  # what training calls (DDP or the model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.log = log
         self.gauc_column = gauc_column
@@ -101,21 +109,35 @@ class Trainer:
     # --- evaluation -------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, data: Any) -> dict[str, np.ndarray]:
-        """Probabilities per output name over a whole split, in row order."""
+        """Probabilities per output name over a whole split, in row order. With several ranks each
+        scores its contiguous share of the rows and every rank gets all of them back."""
         self.model.eval()
+        distributed.sync_buffers(self.model, self.dist)
+        lo, hi = distributed.shard_bounds(data.n_rows, self.dist.rank, self.dist.world_size)
+        if (lo, hi) != (0, data.n_rows):
+            data = TensorSplit(data.cat[lo:hi], data.num[lo:hi], {t: y[lo:hi] for t, y in data.labels.items()})
         chunks: dict[str, list[torch.Tensor]] = {}
         for batch in BatchLoader(data, self.t["eval_batch_size"], shuffle=False):
             with self.autocast():
                 out = self.model(batch.to(self.device))
             for name, p in out.probs.items():
-                chunks.setdefault(name, []).append(p.float().cpu())
-        return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
+                chunks.setdefault(name, []).append(p.float())
+        names = self.model.output_names  # the same on every rank, also one that scored no rows
+        local = torch.stack([torch.cat(chunks[n]) if chunks else torch.zeros(0, device=self.device)
+                             for n in names], dim=1)  # [rows of this rank, outputs]
+        scored = distributed.gather_rows(local, self.dist).cpu()
+        return {name: scored[:, i].contiguous().numpy() for i, name in enumerate(names)}
 
     def evaluate(self, data: Any) -> dict[str, dict[str, float]]:
+        """Metrics per task over a whole split; with several ranks computed on rank 0 and broadcast,
+        so every rank takes the same schedule decision."""
         probs = self.predict(data)
-        labels = {name: data.labels[name].numpy() for name in data.labels}
-        groups = data.cat[:, self.gauc_column].numpy() if self.gauc_column is not None else None
-        return task_metrics(self.model.tasks, probs, labels, groups)
+        metrics = None
+        if self.dist.is_main:
+            labels = {name: data.labels[name].numpy() for name in data.labels}
+            groups = data.cat[:, self.gauc_column].numpy() if self.gauc_column is not None else None
+            metrics = task_metrics(self.model.tasks, probs, labels, groups)
+        return distributed.broadcast_object(metrics, self.dist)
 
     # --- training ---------------------------------------------------------------------
     def fit(self, train: Any, valid: Any) -> list[dict[str, Any]]:
@@ -123,7 +145,11 @@ class Trainer:
         After `restore` it continues where the checkpoint left off (the same steps, batches and
         dropout draws as an uninterrupted run)."""
         t = self.t
-        loader = BatchLoader(train, t["batch_size"], shuffle=True, seed=int(self.cfg["seed"]))
+        loader = BatchLoader(train, t["batch_size"], shuffle=True, seed=int(self.cfg["seed"]),
+                             shard=(self.dist.rank, self.dist.world_size))
+        if loader.dropped_rows:
+            self.log(f"note: the last {loader.dropped_rows} train rows of every epoch's order are left out: "
+                     f"fewer than 2 per process for {self.dist.world_size} processes")
         eval_every = t["eval_every_steps"] or len(loader)
         params = [p for p in self.model.parameters() if p.requires_grad]
         start = time.perf_counter() - self.train_seconds
@@ -151,7 +177,8 @@ class Trainer:
                 if self.global_step % eval_every == 0 or capped:
                     self.epoch_loss = (float(running), n_steps)
                     self.train_seconds = time.perf_counter() - start
-                    stop = self._evaluate_and_schedule(valid, epoch, float(running) / n_steps, start) or capped
+                    train_loss = distributed.mean_over_ranks(float(running) / n_steps, self.dist, self.device)
+                    stop = self._evaluate_and_schedule(valid, epoch, train_loss, start) or capped
                     self.model.train()
                     if stop:
                         break
@@ -173,16 +200,25 @@ class Trainer:
     # --- resume -----------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
         """Everything `restore` needs to continue this run exactly: weights, optimizer, schedule,
-        history, the running loss of the current epoch and the RNG state (dropout draws)."""
+        history, the running loss of the current epoch and the RNG state (dropout draws). With several
+        ranks every rank must call it (it gathers their losses and generator states into `ranks`)."""
+        own = self._rank_state()
         state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "step": self.global_step,
                  "epoch": self.history[-1]["epoch"] if self.history else 0, "history": self.history,
                  "best_value": self.best_value, "best_epoch": self.best_epoch,
-                 "stopping_steps": self.stopping_steps, "epoch_loss": self.epoch_loss,
-                 "train_seconds": self.train_seconds, "rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+                 "stopping_steps": self.stopping_steps, "train_seconds": self.train_seconds,
+                 "world_size": self.dist.world_size, **own}
+        if self.dist.enabled:
+            state["ranks"] = distributed.gather_objects(own, self.dist)
         return state
+
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: this rank's running epoch loss and generator states."""
+        own: dict[str, Any] = {"epoch_loss": self.epoch_loss, "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            own["cuda_rng"] = torch.cuda.get_rng_state(self.device).cpu()
+        return own
 
     def restore(self, last: dict[str, Any], best: dict[str, Any] | None) -> None:
         """Load a `checkpoint` (last.pt) and the best weights (best.pt) of an interrupted run."""
@@ -190,21 +226,28 @@ class Trainer:
             raise ValueError(f"this last.pt (format {last.get('format')}) was written by another version of "
                              f"mtl_final than this one (format {CHECKPOINT_FORMAT}) and cannot be resumed; "
                              "start the run again")
+        world = int(last.get("world_size", 1))
+        if world != self.dist.world_size:
+            launch = "python -m mtl_final.train" if world == 1 else f"torchrun --nproc-per-node {world} -m mtl_final.train"
+            raise ValueError(f"this run was trained by {world} process(es) and this resume has "
+                             f"{self.dist.world_size}; an exact continuation needs the same, so resume it with "
+                             f"{launch} --resume RUN_DIR")
+        own = last["ranks"][self.dist.rank] if world > 1 else last
         self.model.load_state_dict(last["model"])
         self.optimizer.load_state_dict(last["optimizer"])
         self.global_step = int(last["step"])
         self.best_value, self.best_epoch = float(last["best_value"]), int(last["best_epoch"])
         self.stopping_steps, self.history = int(last["stopping_steps"]), list(last["history"])
-        self.epoch_loss, self.train_seconds = tuple(last["epoch_loss"]), float(last["train_seconds"])
+        self.epoch_loss, self.train_seconds = tuple(own["epoch_loss"]), float(last["train_seconds"])
         self.best_state = best["model"] if best is not None else None
-        torch.set_rng_state(last["rng"])
-        if "cuda_rng" in last and self.device.type == "cuda":
-            torch.cuda.set_rng_state(last["cuda_rng"], self.device)
+        torch.set_rng_state(own["rng"])
+        if "cuda_rng" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda_rng"], self.device)
 
     def _open_writer(self) -> None:
         """The run's TensorBoard writer; after a restore it hides the scalars an interrupted run
         logged past its checkpoint (they are about to be logged again)."""
-        if self.writer is None and self.run_dir and self.t["tensorboard"]:
+        if self.writer is None and self.run_dir and self.t["tensorboard"] and self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = self.global_step + 1 if self.global_step else None
@@ -214,7 +257,7 @@ class Trainer:
         """One optimizer step on `batch`: forward (under `autocast`), loss, backward, clipping, update.
         Returns the total loss and its named parts."""
         with self.autocast():
-            out = self.model(batch)
+            out = self.net(batch)
         loss, parts = self.model.loss(out, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,7 +268,7 @@ class Trainer:
 
     def _progress(self, loader: BatchLoader, epoch: int, skip: int):
         batches = loader.batches(start=skip)
-        if not self.t["progress"]:
+        if not self.t["progress"] or not self.dist.is_main:
             return batches
         from tqdm import tqdm
 
@@ -244,7 +287,7 @@ class Trainer:
             self.best_epoch = epoch
             self.stopping_steps = 0
             self.best_state = copy.deepcopy(self.model.state_dict())
-            if self.run_dir:
+            if self.run_dir and self.dist.is_main:
                 save_atomic({"model": self.best_state, "epoch": epoch, "step": self.global_step,
                              "monitor": value}, self.run_dir / "best.pt")
         else:
@@ -263,7 +306,9 @@ class Trainer:
                     if name != "rows":
                         self.writer.add_scalar(f"valid/{task}/{name}", v, self.global_step)
         if self.run_dir:
-            save_atomic(self.checkpoint(), self.run_dir / "last.pt")
+            state = self.checkpoint()  # on every rank: it gathers their generator states
+            if self.dist.is_main:
+                save_atomic(state, self.run_dir / "last.pt")
         return self.stopping_steps >= self.t["patience"]
 
     def log_hparams(self, hparams: Mapping[str, Any], final_metrics: Mapping[str, float]) -> None:

@@ -1,0 +1,181 @@
+"""Data-parallel training (mtl_final/distributed.py): sharding, launch errors, and real 2-process
+torchrun jobs (gloo) checked against one process and against an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtl_final import distributed
+from mtl_final.data.batches import BatchLoader
+from mtl_final.data.store import TensorSplit
+from mtl_final.train.__main__ import main as train_main
+from tests.test_trainer import _resume_overrides, tiny_overrides, write_tiny_dataset
+
+ENTRY = Path(__file__).with_name("ddp_entry.py")
+gloo = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                          reason="this torch build has no torch.distributed gloo backend")
+
+
+def test_shard_bounds_split_rows_contiguously_with_the_remainder_first():
+    assert [distributed.shard_bounds(10, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    assert [distributed.shard_bounds(2, r, 3) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
+    assert [distributed.shard_bounds(8, r, 2) for r in range(2)] == [(0, 4), (4, 8)]
+    assert distributed.shard_bounds(7, 0, 1) == (0, 7)
+
+
+def _split(n: int) -> TensorSplit:
+    rows = torch.arange(n)
+    return TensorSplit(rows[:, None].repeat(1, 2), rows[:, None].float(), {"ctr": (rows % 2).float()})
+
+
+def test_sharded_loader_gives_each_rank_a_disjoint_share_of_the_same_global_batches():
+    data = _split(23)
+    whole = BatchLoader(data, 8, shuffle=True, seed=5)
+    ranks = [BatchLoader(data, 8, shuffle=True, seed=5, shard=(r, 3)) for r in range(3)]
+    for loader in (whole, *ranks):
+        loader.set_epoch(2)
+    assert len(whole) == len(ranks[0]) == 3 and ranks[0].dropped_rows == 0
+    for step, batch in enumerate(whole):
+        shares = [list(loader.batches())[step] for loader in ranks]
+        assert torch.equal(torch.cat([s.cat for s in shares]), batch.cat)  # disjoint, in order, complete
+        assert torch.equal(torch.cat([s.labels["ctr"] for s in shares]), batch.labels["ctr"])
+        assert [len(s) for s in shares] == ([3, 3, 2] if step < 2 else [3, 2, 2])
+    # a last batch of 5 rows has fewer than 2 per rank for 3 ranks: it is left out, and counted
+    short = BatchLoader(_split(21), 8, shuffle=False, shard=(0, 3))
+    assert len(short) == 2 and short.dropped_rows == 5
+    assert len(BatchLoader(_split(21), 8, shuffle=False)) == 3  # one process keeps it
+    with pytest.raises(ValueError, match="batch_size=5 is too small for 3 processes.*at least 6"):
+        BatchLoader(data, 5, shuffle=False, shard=(1, 3))
+    with pytest.raises(ValueError, match="0 <= rank < world"):
+        BatchLoader(data, 8, shuffle=False, shard=(3, 3))
+
+
+def test_launch_environment_errors_name_the_fix():
+    cpu = torch.device("cpu")
+    assert distributed.init_from_env("auto", cpu, env={}) is distributed.SINGLE
+    assert distributed.init_from_env("auto", cpu, env={"WORLD_SIZE": "1"}) is distributed.SINGLE
+    with pytest.raises(distributed.DistributedError, match="MASTER_ADDR, MASTER_PORT not set.*torchrun"):
+        distributed.init_from_env("auto", cpu, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    with pytest.raises(distributed.DistributedError, match="WORLD_SIZE='two' is not an integer"):
+        distributed.init_from_env("auto", cpu, env={"WORLD_SIZE": "two"})
+    full = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    with pytest.raises(distributed.DistributedError, match="nccl needs CUDA devices; use gloo"):
+        distributed.init_from_env("nccl", cpu, env=full)
+    assert distributed.rank_seed(2021, 1) != distributed.rank_seed(2021, 2)
+
+
+def test_benchmark_refuses_to_run_under_torchrun(monkeypatch, capsys):
+    from mtl_final.benchmark.__main__ import main as benchmark_main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert benchmark_main(["--dataset", "frappe_x1", "--models", "MLP", "--seeds", "2021"]) == 2
+    assert "start it with python, not torchrun" in capsys.readouterr().err
+
+
+def torchrun(*args: str, env: dict[str, str] | None = None, processes: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N tests/ddp_entry.py ARGS`, output captured."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               str(ENTRY), *args]
+    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, weights_only=False)
+
+
+@gloo
+def test_two_processes_take_exactly_the_steps_of_one(tmp_path):
+    # no BatchNorm (per-rank statistics) and no dropout (per-rank draws): the only difference left is
+    # the order of float sums. SGD, unlike Adam, would also see gradients summed instead of averaged.
+    root = write_tiny_dataset(tmp_path / "data")
+    args = [*tiny_overrides(root, tmp_path), "model=mlp", "tasks=[ctr]", "block.hidden_units=[16,8]",
+            "block.batch_norm=false", "train.optimizer=sgd", "train.lr=0.05", "model.embedding_regularizer=0.01",
+            "train.batch_size=64", "train.patience=5", "train.tensorboard=false", "train.num_threads=1"]
+    two = torchrun("--out", str(tmp_path / "two"), *args)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert train_main(["--out", str(tmp_path / "one"), *args]) == 0
+
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (m2["world_size"], m1["world_size"]) == (2, 1)
+    assert m2["steps"] == m1["steps"] == 30 and m2["best_epoch"] == m1["best_epoch"]  # 600 rows / 64: 10 steps
+    assert m2["valid"]["ctr"]["rows"] == 200  # every valid row was scored, half on each rank
+    for split in ("valid", "test"):
+        assert m2[split]["ctr"]["logloss"] == pytest.approx(m1[split]["ctr"]["logloss"], abs=1e-6)
+    w1, w2 = _load(tmp_path / "one" / "best.pt")["model"], _load(tmp_path / "two" / "best.pt")["model"]
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=1e-6, rtol=1e-5, msg=name)
+
+    last1, last2 = _load(tmp_path / "one" / "last.pt"), _load(tmp_path / "two" / "last.pt")
+    h1, h2 = last1["history"], last2["history"]
+    assert [h["train_loss"] for h in h2] == pytest.approx([h["train_loss"] for h in h1], rel=1e-6)
+    # each rank summed the losses of its own shards (so they differ) and their mean is one process's sum
+    (sum0, n0), (sum1, n1) = (r["epoch_loss"] for r in last2["ranks"])
+    assert n0 == n1 == last1["epoch_loss"][1] == 10
+    assert abs(sum0 - sum1) > 1e-3
+    assert (sum0 + sum1) / 2 == pytest.approx(last1["epoch_loss"][0], rel=1e-6)
+
+
+@gloo
+def test_two_process_run_resumes_exactly_after_a_crash(tmp_path, capsys):
+    # FINAL 2B+KD with BatchNorm and dropout, validated every 3 of 5 steps per epoch (as the one-process
+    # resume test): rank 1 crashes before step 11, one step after the checkpoint of step 9
+    root = write_tiny_dataset(tmp_path / "data")
+    args = _resume_overrides(root, tmp_path) + ["train.num_threads=1"]
+    whole = torchrun("--out", str(tmp_path / "whole"), *args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert whole.stdout.count("epoch 1 step 3:") == 1  # rank 0 alone speaks
+    files = {p.name for p in (tmp_path / "whole").iterdir()}
+    assert {"config.yaml", "encoders.json", "best.pt", "last.pt", "metrics.json"} <= files
+    assert not [name for name in files if name.startswith(".")]  # no temp files left by any rank
+
+    cut = torchrun("--out", str(tmp_path / "cut"), *args, env={"MTL_CRASH_RANK": "1", "MTL_CRASH_STEP": "11"})
+    assert cut.returncode != 0 and "injected crash on rank 1 before step 11" in cut.stderr
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    last = _load(tmp_path / "cut" / "last.pt")
+    assert last["step"] == 9 and last["world_size"] == 2 and len(last["ranks"]) == 2
+    assert not torch.equal(last["ranks"][0]["rng"], last["ranks"][1]["rng"])  # own dropout streams
+
+    assert train_main(["--resume", str(tmp_path / "cut")]) == 2  # one process cannot continue it exactly
+    assert "trained by 2 process(es) and this resume has 1" in capsys.readouterr().err
+    resumed = torchrun("--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stdout and "at step 9 (epoch 2" in resumed.stdout
+
+    m_whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    m_cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for key in ("valid", "test", "best_epoch", "epochs_run", "steps"):
+        assert m_cut[key] == m_whole[key], key
+    best_whole, best_cut = _load(tmp_path / "whole" / "best.pt"), _load(tmp_path / "cut" / "best.pt")
+    for name, value in best_whole["model"].items():
+        assert torch.equal(value, best_cut["model"][name]), name
+    # the best weights may predate the crash; the last ones and every later evaluation do not
+    last_whole, last_cut = _load(tmp_path / "whole" / "last.pt"), _load(tmp_path / "cut" / "last.pt")
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert strip(last_cut["history"]) == strip(last_whole["history"]) and len(last_whole["history"]) == 6
+    for name, value in last_whole["model"].items():
+        assert torch.equal(value, last_cut["model"][name]), name
+
+
+@gloo
+def test_epoch_speed_measures_a_two_process_epoch(tmp_path):
+    root = write_tiny_dataset(tmp_path / "data")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {{name: mlp}}\ntasks: [ctr]\ndata: {{schema: {root / 'schema.yaml'}, root: {root}, "
+                      f"cache_dir: {tmp_path / 'cache'}}}\nblock: {{hidden_units: [16]}}\ntrain: {{batch_size: 64}}\n")
+    script = Path(__file__).parents[1] / "benchmarks" / "epoch_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--config", str(config), "--threads", "1", "--epochs", "1",
+                           "--processes", "2"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # rank 0's report alone
+    assert result["processes"] == 2 and result["train_rows"] == 600 and len(result["all_epochs_s"]) == 1
+    assert result["peak_rss_mib"] < result["peak_rss_mib_all_ranks"] <= 2 * result["peak_rss_mib"]

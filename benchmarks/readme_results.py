@@ -14,7 +14,9 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
 with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium}.json (`benchmarks/speed_ab.py`). Nothing
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium}.json (`benchmarks/speed_ab.py`),
+epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
+frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -68,6 +70,16 @@ SIM_CMDS = (
     ".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/sim_shared_bottom.yaml --name sim "
     "--variants mlp --seeds 2021,2022,2023 train.num_threads=1",
 )
+
+
+DDP_SPEED = (  # JSON, the command's extra arguments
+    ("epoch_speed_ddp_1proc_2threads.json", "--threads 2"),
+    ("epoch_speed_ddp_2procs_1thread.json", "--threads 1 --processes 2"),
+)
+DDP_SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --runs 3"
+DDP_ACCURACY_CMD = (".venv/bin/python benchmarks/data_parallel.py --configs configs/benchmarks/frappe_x1/final_2b_kd.yaml,"
+                    "configs/benchmarks/frappe_x1/final_1b.yaml --seeds 2021,2022,2023 --processes 2 --threads 1 "
+                    "--runs-dir DIR --out results/frappe_x1_ddp")
 
 
 def ab_command(ab: dict, name: str) -> str:
@@ -140,6 +152,8 @@ def results_section() -> str:
     speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
               for suffix, _, _ in SPEED_VARIANTS]
     abs_ = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), name, what) for name, what in AB_RUNS]
+    ddp_speeds = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), extra) for name, extra in DDP_SPEED]
+    ddp_accuracy = (RESULTS / "frappe_x1_ddp" / "data_parallel.md").read_text(encoding="utf-8")
     width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
     parts = [
         MARKER,
@@ -329,6 +343,32 @@ def results_section() -> str:
         first_table(medium),
         "",
         first_table(section(medium, "## 95% interval")),
+        "",
+        "### Data-parallel training (torchrun, gloo, on the same 2-core machine)",
+        "",
+        "FINAL(2B)+KD on Frappe_x1, one warm epoch, one process with 2 threads against two processes with one",
+        "thread each, measured back to back:",
+        "",
+        *(f"    {DDP_SPEED_CMD} {extra}" for _, extra in ddp_speeds),
+        "",
+        "| processes × threads | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB (largest / all) | the 3 runs' medians (s) | probe GFLOP/s (per process) | git |",
+        "|---|---:|---:|---:|---:|---|---|---:|---|",
+        *(f"| {s.get('processes', 1)} × {s['threads']} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | "
+          f"{s['peak_rss_mib']} / {s['peak_rss_mib_all_ranks']} | {' / '.join(str(m) for m in s['runs_median_seconds'])} | "
+          f"{s['probe_gflops_at_median']} | {s['git']} |" for s, _ in ddp_speeds),
+        "",
+        "Accuracy of 2-process runs (`results/frappe_x1_ddp/`; each rank's BatchNorm sees its half of the",
+        "batch and draws its own dropout masks, so these are other runs of the same configs, not the",
+        "one-process numbers again):",
+        "",
+        "    " + DDP_ACCURACY_CMD,
+        "",
+        first_table(ddp_accuracy),
+        "",
+        "The one-process runs of the same configs and seeds are the FINAL 1B and FINAL(2B)+KD acceptance rows",
+        "above (`results/frappe_x1_native/`). FINAL 1B spreads wider across seeds than FINAL(2B)+KD in one",
+        "process too (nine seeds each: `results/frappe_x1_native_seeds/`).",
         "",
         "### Hillstrom (real visit → conversion funnel): 4 models × 3 towers × 3 seeds",
         "",

@@ -1,6 +1,6 @@
 """ONNX export of a trained run, for serving outside Python.
 
-    python -m mtl_final.export --run RUN_DIR [--out DIR] [--opset 18] [--check-rows 4096]
+    python -m mtl_final.export --run RUN_DIR [--out DIR] [--raw-inputs] [--opset 18] [--check-rows 4096]
 
 Writes DIR (default RUN_DIR/export): ``model.onnx``, ``encoders.json`` (the run's, copied) and
 ``manifest.json`` (inputs, outputs, fields and the check below); the manifest is written last, so
@@ -17,9 +17,16 @@ the number of the row's categorical ids outside their field's vocabulary [0, voc
 is scored as its field's OOV id; the eager model refuses them, a serving graph cannot raise, so it
 counts them. The batch axis is dynamic.
 
+With ``--raw-inputs`` it also writes ``model_raw.onnx``: the same model behind the run's encoders as
+ONNX operators (mtl_final/onnx_encoders.py), taking one raw input per field (string or float64) and
+returning also ``unseen_values`` [batch], so serving needs neither Python nor encoders.json.
+
 Before anything is written the ONNX model is run with onnxruntime on ``check_rows`` random in-vocabulary
 rows and on one row, and compared with the PyTorch model; an export further from it than
-max(atol, 2 x the PyTorch model's own float32 error against float64) is refused.
+max(atol, 2 x the PyTorch model's own float32 error against float64) is refused. The raw graph is
+checked on raw rows (vocabulary values, missing cells, unseen values) against
+``FeatureEncoders.transform`` followed by the PyTorch model: the encoded ids must be equal, the
+probabilities within the same tolerance.
 Needs the ``export`` extra: ``pip install -e ".[export]"`` (onnx, onnxscript, onnxruntime).
 """
 from __future__ import annotations
@@ -44,12 +51,14 @@ import torch
 from torch import nn
 
 from mtl_final.config import ConfigError
+from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.models.base import RankingModel
+from mtl_final.onnx_encoders import UNSEEN_VALUES, encoder_graph, raw_inputs_doc, sample_raw_rows, with_raw_inputs
 from mtl_final.predict import PREFIX, load_run_model
 
-__all__ = ["ExportError", "ServingGraph", "export_onnx", "export_run", "main", "sample_inputs"]
+__all__ = ["ExportError", "ServingGraph", "export_onnx", "export_raw_onnx", "export_run", "main", "sample_inputs"]
 
 INVALID_IDS = "invalid_ids"
 DEFAULT_OPSET = 18
@@ -222,9 +231,77 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
     }
 
 
+def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path: str | Path, path: str | Path,
+                    tolerance: dict[str, float], check_rows: int = 4096) -> dict[str, Any]:
+    """Write the checked encoded-input export ``encoded_path`` behind the encoders' ONNX graph to ``path``
+    and check it on ``check_rows`` raw rows and one row: encoder graph ids equal to
+    FeatureEncoders.transform's, numerics within 1e-6 · (1 + |x|), and every p_<name> within ``tolerance``
+    (export_onnx's) of the PyTorch model on the Python-encoded rows. Returns the manifest entry."""
+    import onnx
+    import pandas as pd
+
+    try:
+        merged = with_raw_inputs(onnx.load(str(encoded_path)), encoders)
+        onnx.checker.check_model(merged)
+    except (ValueError, onnx.checker.ValidationError) as e:
+        raise ExportError(f"cannot put the encoders in front of the model: {e}") from e
+    onnx.save(merged, str(path))
+    front = Path(path).with_name(".encoders_only.onnx")
+    onnx.save(encoder_graph(encoders, next(o.version for o in merged.opset_import if o.domain in ("", "ai.onnx"))),
+              str(front))
+    graph = ServingGraph(model, encoders.feature_spec()).eval()
+    names = graph.output_names
+    diffs = dict.fromkeys([*names, UNSEEN_VALUES], 0.0)
+    encoded_diff = 0.0
+    sizes = sorted({check_rows, 1}, reverse=True)
+    session, front_session = _onnx_session(Path(path)), _onnx_session(front)
+    try:
+        for rows in sizes:
+            raw = sample_raw_rows(encoders, rows, seed=rows)
+            cat, num = encoders.transform(pd.DataFrame(raw))
+            encoded = ([cat.astype(np.int64)] if graph.n_cat else []) + ([num] if graph.n_num else [])
+            feeds = {name: values for name, values in raw.items()}
+            got_encoded = _onnx_outputs(front_session, list(feeds), list(feeds.values()))
+            got_encoded = dict(zip([o.name for o in front_session.get_outputs()], got_encoded))
+            if graph.n_cat and not np.array_equal(got_encoded["categorical"], encoded[0]):
+                row, col = np.argwhere(got_encoded["categorical"] != encoded[0])[0]
+                field = encoders.categorical[col].name
+                raise ExportError(f"the ONNX encoders give id {got_encoded['categorical'][row, col]} for "
+                                  f"{field}={raw[field][row]!r}, FeatureEncoders gives {encoded[0][row, col]}")
+            if graph.n_num:
+                gap = np.abs(got_encoded["numeric"].astype(np.float64) - num) / (1 + np.abs(num))
+                encoded_diff = max(encoded_diff, float(gap.max(initial=0.0)))
+            with torch.no_grad():
+                want = [t.numpy() for t in graph(*(torch.from_numpy(a) for a in encoded))]
+            unseen = (cat == np.array([e.oov_index for e in encoders.categorical])).sum(axis=1) if graph.n_cat \
+                else np.zeros(rows, dtype=np.int64)
+            got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+            for name, w in zip(names, want):
+                diffs[name] = max(diffs[name], float(np.abs(got[name].astype(np.float64) - w).max(initial=0.0)))
+            if graph.n_cat:
+                diffs[UNSEEN_VALUES] = max(diffs[UNSEEN_VALUES], float(np.abs(got[UNSEEN_VALUES] - unseen).max()))
+    finally:
+        encoders.reset_counters()
+        front.unlink(missing_ok=True)
+    if encoded_diff > 1e-6:
+        raise ExportError(f"the ONNX encoders' numerics differ from FeatureEncoders by {encoded_diff:.3g} (relative)")
+    limits = {**tolerance, INVALID_IDS: 0.0, UNSEEN_VALUES: 0.0}
+    for name, diff in diffs.items():
+        if diff > limits[name]:
+            raise ExportError(f"the raw-input graph differs from encoders + PyTorch by {diff:.3g} on {name} "
+                              f"(allowed {limits[name]:.3g})")
+    outputs = [n for n in names[:-1]] + [INVALID_IDS] + ([UNSEEN_VALUES] if graph.n_cat else [])
+    return {"file": Path(path).name, "inputs": raw_inputs_doc(encoders),
+            "outputs": [{"name": n, "dtype": "float32" if n.startswith(PREFIX) else "int64", "shape": ["batch"]}
+                        for n in outputs],
+            "check": {"rows": sizes, "max_abs_diff": diffs, "numeric_max_relative_diff": encoded_diff,
+                      "ids": "equal"}}
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: int = DEFAULT_OPSET,
-               check_rows: int = 4096, atol: float = 1e-5) -> dict[str, Any]:
+               check_rows: int = 4096, atol: float = 1e-5, raw_inputs: bool = False) -> dict[str, Any]:
     """Export ``run_dir``'s best.pt model to ``out_dir`` (default run_dir/export); returns the manifest.
+    raw_inputs=True also writes model_raw.onnx (see export_raw_onnx).
 
     Nothing in out_dir changes unless the export passes its check. Raises FileNotFoundError /
     ConfigError for an unusable run directory, ExportError as export_onnx does."""
@@ -237,8 +314,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     done = False
     try:
+        files = ["model.onnx", "encoders.json", "manifest.json"]
         try:
             graph_doc = export_onnx(model, encoders.feature_spec(), work / "model.onnx", opset, check_rows, atol)
+            if raw_inputs:
+                graph_doc["raw_inputs"] = export_raw_onnx(model, encoders, work / "model.onnx", work / "model_raw.onnx",
+                                                          graph_doc["check"]["tolerance"], check_rows)
+                files.insert(1, "model_raw.onnx")
         except ExportError as e:
             raise ExportError(f"{run_dir}: {e}; {out_dir} was left as it was") from e
         manifest = {
@@ -256,7 +338,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
         shutil.copyfile(run_dir / "encoders.json", work / "encoders.json")
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         (out_dir / "manifest.json").unlink(missing_ok=True)  # no manifest = no complete export, until the new one lands
-        for name in ("model.onnx", "encoders.json", "manifest.json"):
+        if not raw_inputs:
+            (out_dir / "model_raw.onnx").unlink(missing_ok=True)  # an older export's, no longer this model
+        for name in files:
             os.replace(work / name, out_dir / name)
         done = True
     finally:
@@ -274,6 +358,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run", required=True, help="training run directory")
     parser.add_argument("--out", default=None, help="output folder (default RUN/export)")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    parser.add_argument("--raw-inputs", action="store_true",
+                        help="also write model_raw.onnx, which takes raw field values (the encoders as ONNX ops)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
     parser.add_argument("--check-rows", type=int, default=4096, help="random rows compared with PyTorch")
     parser.add_argument("--atol", type=float, default=1e-5,
@@ -285,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         out = export_dir(args.run, args.out)
-        manifest = export_run(args.run, out, args.opset, args.check_rows, args.atol)
+        manifest = export_run(args.run, out, args.opset, args.check_rows, args.atol, args.raw_inputs)
     except (ConfigError, DataError, ExportError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -293,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[export] {out / 'model.onnx'}: inputs {list(manifest['inputs'])}, outputs "
           f"{[o['name'] for o in manifest['outputs']]}; max |onnxruntime - torch| {worst:.2g} "
           f"on {manifest['check']['rows']} rows")
+    if "raw_inputs" in manifest:
+        raw = manifest["raw_inputs"]
+        worst = max(v for k, v in raw["check"]["max_abs_diff"].items() if k.startswith(PREFIX))
+        print(f"[export] {out / raw['file']}: raw inputs {[i['name'] for i in raw['inputs']]}, outputs "
+              f"{[o['name'] for o in raw['outputs']]}; max |onnxruntime - encoders + torch| {worst:.2g}")
     return 0
 
 

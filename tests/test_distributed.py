@@ -15,6 +15,7 @@ from mtl_final import distributed
 from mtl_final.data.batches import BatchLoader
 from mtl_final.data.store import TensorSplit
 from mtl_final.train.__main__ import main as train_main
+from tests.scripts import load_script
 from tests.test_trainer import _resume_overrides, tiny_overrides, write_tiny_dataset
 
 ENTRY = Path(__file__).with_name("ddp_entry.py")
@@ -179,3 +180,31 @@ def test_epoch_speed_measures_a_two_process_epoch(tmp_path):
     result = json.loads(done.stdout)  # rank 0's report alone
     assert result["processes"] == 2 and result["train_rows"] == 600 and len(result["all_epochs_s"]) == 1
     assert result["peak_rss_mib"] < result["peak_rss_mib_all_ranks"] <= 2 * result["peak_rss_mib"]
+
+
+@gloo
+def test_every_model_family_trains_data_parallel_and_ranks_stay_identical(tmp_path):
+    script = Path(__file__).with_name("ddp_families.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
+               str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    cases = load_script("benchmarks/export_coverage.py").cases()
+    ok = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
+    assert len(ok) == len(cases) == 26 and all("steps 3 |" in line for line in ok), done.stdout
+
+
+def test_data_parallel_report_rows_and_summary_by_hand():
+    report = load_script("benchmarks/data_parallel.py")
+    metrics = {"world_size": 2, "valid": {"ctr": {"auc": 0.98}}, "test": {"ctr": {"auc": 0.97, "logloss": 0.2}},
+               "best_epoch": 7, "epochs_run": 9, "train_seconds": 12.5}
+    first = report.row("configs/x/final_1b.yaml", 2021, metrics)
+    assert first == {"config": "final_1b", "seed": 2021, "processes": 2, "valid_auc": 0.98, "test_auc": 0.97,
+                     "test_logloss": 0.2, "best_epoch": 7, "epochs_run": 9, "train_seconds": 12.5}
+    second = {**first, "seed": 2022, "valid_auc": 0.99, "test_auc": 0.98, "test_logloss": 0.3, "epochs_run": 5,
+              "best_epoch": 3}
+    table = report.summary_markdown([first, second], "python benchmarks/data_parallel.py ...", "abc1234")
+    # means 98.5 / 97.5, sample std of (98, 99) = 0.7071; logloss 0.25 ± 0.07071
+    assert "| final_1b | 2 | 2021, 2022 | 98.500 ± 0.707 | 97.500 ± 0.707 | 0.25000 ± 0.07071 | 9 (7), 5 (3) |" in table
+    assert "Code: `abc1234`" in table

@@ -1,0 +1,161 @@
+"""A run's fitted FeatureEncoders as an ONNX graph: raw feature values in, the model's encoded inputs out.
+
+`with_raw_inputs(model, encoders)` puts that graph in front of an exported model (mtl_final/export.py),
+so that a serving stack feeds raw values and needs no copy of the encoders' logic:
+
+- inputs, one per field, named as the field: a categorical field is string [batch], the cell's text
+  ("" = missing); a numeric field is double [batch] (NaN = missing);
+- categorical: ai.onnx.ml LabelEncoder, "" → padding 0, the i-th vocabulary value → i, anything else
+  → the field's OOV id; numeric: NaN → fill_na, then the field's normalisation in float64, then
+  float32. That is FeatureEncoders.transform, operation for operation;
+- `unseen_values` int64 [batch]: how many of the row's categorical values were scored as OOV (the
+  monitoring counter that `mtl_final.predict` reports per field).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mtl_final.data.encoders import FeatureEncoders, NumericEncoder
+
+ML_DOMAIN = "ai.onnx.ml"
+ML_OPSET = 3
+UNSEEN_VALUES = "unseen_values"
+ENCODED = ("categorical", "numeric")
+
+
+def raw_inputs_doc(encoders: FeatureEncoders) -> list[dict[str, Any]]:
+    """The raw graph's inputs for the manifest: name, dtype, shape and how a missing value is given."""
+    return ([{"name": e.name, "dtype": "string", "shape": ["batch"], "missing": "",
+              "vocab_size": e.vocab_size, "oov_index": e.oov_index} for e in encoders.categorical]
+            + [{"name": e.name, "dtype": "float64", "shape": ["batch"], "missing": "NaN",
+                "fill_na": e.fill_value, "norm": e.norm} for e in encoders.numeric])
+
+
+def encoder_graph(encoders: FeatureEncoders, opset: int) -> Any:
+    """The onnx.ModelProto mapping raw inputs to `categorical` int64 [batch, Fc], `numeric` float32
+    [batch, Fn] and `unseen_values` int64 [batch] (each only where there are such fields)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, consts, inputs, outputs = [], [], [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        consts.append(numpy_helper.from_array(value, name))
+        return name
+
+    axis1 = const("enc/axis1", np.array([1], dtype=np.int64))
+    if encoders.categorical:
+        columns = []
+        for e in encoders.categorical:
+            inputs.append(helper.make_tensor_value_info(e.name, TensorProto.STRING, ["batch"]))
+            ids = f"enc/{e.name}/ids"
+            nodes.append(helper.make_node("LabelEncoder", [e.name], [ids], domain=ML_DOMAIN,
+                                          keys_strings=["", *e.vocab], values_int64s=list(range(len(e.vocab) + 1)),
+                                          default_int64=e.oov_index))
+            nodes.append(helper.make_node("Unsqueeze", [ids, axis1], [f"enc/{e.name}/column"]))
+            columns.append(f"enc/{e.name}/column")
+        nodes.append(helper.make_node("Concat", columns, ["categorical"], axis=1))
+        oov = const("enc/oov_ids", np.array([e.oov_index for e in encoders.categorical], dtype=np.int64))
+        nodes += [helper.make_node("Equal", ["categorical", oov], ["enc/is_oov"]),
+                  helper.make_node("Cast", ["enc/is_oov"], ["enc/is_oov_int"], to=TensorProto.INT64),
+                  helper.make_node("ReduceSum", ["enc/is_oov_int", axis1], [UNSEEN_VALUES], keepdims=0)]
+        outputs += [helper.make_tensor_value_info("categorical", TensorProto.INT64, ["batch", len(encoders.categorical)]),
+                    helper.make_tensor_value_info(UNSEEN_VALUES, TensorProto.INT64, ["batch"])]
+    if encoders.numeric:
+        columns = []
+        for e in encoders.numeric:
+            inputs.append(helper.make_tensor_value_info(e.name, TensorProto.DOUBLE, ["batch"]))
+            nodes += _numeric_nodes(e, const)
+            nodes.append(helper.make_node("Cast", [f"enc/{e.name}/normalised"], [f"enc/{e.name}/float"],
+                                          to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("Unsqueeze", [f"enc/{e.name}/float", axis1], [f"enc/{e.name}/column"]))
+            columns.append(f"enc/{e.name}/column")
+        nodes.append(helper.make_node("Concat", columns, ["numeric"], axis=1))
+        outputs.append(helper.make_tensor_value_info("numeric", TensorProto.FLOAT, ["batch", len(encoders.numeric)]))
+    graph = helper.make_graph(nodes, "mtl_final_encoders", inputs, outputs, initializer=consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid(ML_DOMAIN, ML_OPSET)])
+
+
+def _numeric_nodes(e: NumericEncoder, const) -> list[Any]:
+    """raw double [batch] → enc/<name>/normalised double [batch], as NumericEncoder.transform."""
+    from onnx import helper
+
+    x, p = e.name, f"enc/{e.name}"
+    fill = const(f"{p}/fill", np.array(e.fill_value, dtype=np.float64))
+    nodes = [helper.make_node("IsNaN", [x], [f"{p}/missing"]),
+             helper.make_node("Where", [f"{p}/missing", fill, x], [f"{p}/filled"])]
+    filled, out = f"{p}/filled", f"{p}/normalised"
+    if e.norm == "standard":
+        shift, scale = e.mean, (e.std if e.std > 0 else 1.0)
+    elif e.norm == "minmax":
+        span = e.max - e.min
+        shift, scale = e.min, (span if span > 0 else 1.0)
+    elif e.norm == "log1p":
+        # sign(x) · log1p(|x|); ONNX has no Log1p and log(1 + a) loses a's digits for small a, so
+        # log1p(a) = log(u) · a / (u - 1) with u = 1 + a (exact where u == 1: a itself)
+        one = const(f"{p}/one", np.array(1.0, dtype=np.float64))
+        a, u = f"{p}/abs", f"{p}/u"
+        return nodes + [helper.make_node("Abs", [filled], [a]),
+                        helper.make_node("Add", [a, one], [u]),
+                        helper.make_node("Log", [u], [f"{p}/log_u"]),
+                        helper.make_node("Sub", [u, one], [f"{p}/u_minus_1"]),
+                        helper.make_node("Div", [a, f"{p}/u_minus_1"], [f"{p}/ratio"]),
+                        helper.make_node("Mul", [f"{p}/log_u", f"{p}/ratio"], [f"{p}/corrected"]),
+                        helper.make_node("Equal", [u, one], [f"{p}/tiny"]),
+                        helper.make_node("Where", [f"{p}/tiny", a, f"{p}/corrected"], [f"{p}/log1p"]),
+                        helper.make_node("Sign", [filled], [f"{p}/sign"]),
+                        helper.make_node("Mul", [f"{p}/sign", f"{p}/log1p"], [out])]
+    elif e.norm == "none":
+        return nodes + [helper.make_node("Identity", [filled], [out])]
+    else:
+        raise ValueError(f"numeric field {e.name!r}: no ONNX form for norm {e.norm!r}")
+    return nodes + [helper.make_node("Sub", [filled, const(f"{p}/shift", np.array(shift, dtype=np.float64))],
+                                     [f"{p}/shifted"]),
+                    helper.make_node("Div", [f"{p}/shifted", const(f"{p}/scale", np.array(scale, dtype=np.float64))],
+                                     [out])]
+
+
+def with_raw_inputs(model: Any, encoders: FeatureEncoders) -> Any:
+    """`model` (an exported ServingGraph taking `categorical` / `numeric`) behind `encoder_graph`:
+    inputs are the raw fields, outputs the model's plus `unseen_values`."""
+    from onnx import compose
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if any(o.domain == ML_DOMAIN and o.version != ML_OPSET for o in model.opset_import):
+        raise ValueError(f"the exported model imports {ML_DOMAIN} at another version than {ML_OPSET}")
+    front = encoder_graph(encoders, opset)
+    front.ir_version = model.ir_version
+    taken = {v for node in model.graph.node for v in (*node.input, *node.output)} | {
+        t.name for t in model.graph.initializer}
+    clash = sorted(set(encoders.columns) & (taken - set(ENCODED)))
+    if clash:
+        raise ValueError(f"field name(s) {clash} are also names inside the exported model's graph; "
+                         "rename the field(s) in the dataset schema to export raw inputs")
+    wired = [(name, name) for name in ENCODED if name in {i.name for i in model.graph.input}]
+    outputs = [o.name for o in model.graph.output] + ([UNSEEN_VALUES] if encoders.categorical else [])
+    return compose.merge_models(front, model, io_map=wired, outputs=outputs)
+
+
+def sample_raw_rows(encoders: FeatureEncoders, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Raw check rows per field: vocabulary values, missing cells ("" / NaN) and unseen values
+    (categorical: object arrays of str; numeric: float64 around the train mean)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for e in encoders.categorical:
+        vocab = np.array(e.vocab if e.vocab else [""], dtype=object)
+        values = vocab[rng.integers(0, len(vocab), rows)]
+        kind = rng.random(rows)
+        values[kind < 0.1] = ""
+        taken = set(e.vocab)
+        unseen = [f"unseen-{i}" for i in range(len(taken) + 3) if f"unseen-{i}" not in taken][:3]
+        mask = (kind >= 0.1) & (kind < 0.2)
+        values[mask] = np.array(unseen, dtype=object)[rng.integers(0, len(unseen), int(mask.sum()))]
+        out[e.name] = values
+    for e in encoders.numeric:
+        spread = e.std if e.std and e.std > 0 else 1.0
+        x = rng.normal(e.mean, 2 * spread, rows)
+        x[rng.random(rows) < 0.1] = np.nan
+        out[e.name] = x
+    return out

@@ -123,8 +123,7 @@ def main() -> None:
     labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
     train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
-    if dist.rank:
-        torch.manual_seed(distributed.rank_seed(cfg["seed"], dist.rank))
+    distributed.seed_rank_streams(cfg["seed"], dist)
     trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=dist)
     loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"],
                          shard=(dist.rank, dist.world_size))

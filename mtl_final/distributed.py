@@ -124,6 +124,14 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed % (1 << 64), rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def seed_rank_streams(seed: int, ctx: DistContext) -> None:
+    """Call after building the model: every rank starts from the same weights (DDP broadcasts rank 0's
+    anyway) and ranks > 0 reseed torch so that they draw their own dropout masks; rank 0, like one
+    process, keeps its stream."""
+    if ctx.rank:
+        torch.manual_seed(rank_seed(seed, ctx.rank))
+
+
 def broadcast_object(obj: T, ctx: DistContext) -> T:
     """Rank 0's `obj` on every rank (pickled)."""
     if not ctx.enabled:

@@ -55,7 +55,8 @@ from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.models.base import RankingModel
-from mtl_final.onnx_encoders import UNSEEN_VALUES, encoder_graph, raw_inputs_doc, sample_raw_rows, with_raw_inputs
+from mtl_final.onnx_encoders import (UNSEEN_VALUES, default_opset, encoder_graph, raw_inputs_doc, sample_raw_rows,
+                                     with_raw_inputs)
 from mtl_final.predict import PREFIX, load_run_model
 
 __all__ = ["ExportError", "ServingGraph", "export_onnx", "export_raw_onnx", "export_run", "main", "sample_inputs"]
@@ -146,16 +147,18 @@ def _quiet_exporter() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _onnx_session(path: Path) -> Any:
+def _onnx_session(model: Path | bytes) -> Any:
+    """An onnxruntime CPU session of an ONNX file or of a serialised model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
-def _onnx_outputs(session: Any, names: list[str], inputs: list[np.ndarray]) -> list[np.ndarray]:
-    return session.run(None, dict(zip(names, inputs)))
+def _named_outputs(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
 
 
 def export_dir(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -203,7 +206,8 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
             want = [t.numpy() for t in graph(*(torch.from_numpy(a) for a in inputs))]
             exact = [t.numpy() for t in reference(*(torch.from_numpy(a if a.dtype == np.int64 else a.astype(np.float64))
                                                     for a in inputs))]
-        got = _onnx_outputs(session, graph.input_names, inputs)
+        by_name = _named_outputs(session, dict(zip(graph.input_names, inputs)))
+        got = [by_name[name] for name in names]
         for name, g, w, e in zip(names, got, want, exact):
             if g.shape != w.shape:
                 raise ExportError(f"output {name}: onnxruntime shape {g.shape} != PyTorch {w.shape} "
@@ -246,23 +250,19 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
     except (ValueError, onnx.checker.ValidationError) as e:
         raise ExportError(f"cannot put the encoders in front of the model: {e}") from e
     onnx.save(merged, str(path))
-    front = Path(path).with_name(".encoders_only.onnx")
-    onnx.save(encoder_graph(encoders, next(o.version for o in merged.opset_import if o.domain in ("", "ai.onnx"))),
-              str(front))
     graph = ServingGraph(model, encoders.feature_spec()).eval()
     names = graph.output_names
     diffs = dict.fromkeys([*names, UNSEEN_VALUES], 0.0)
     encoded_diff = 0.0
     sizes = sorted({check_rows, 1}, reverse=True)
-    session, front_session = _onnx_session(Path(path)), _onnx_session(front)
+    session = _onnx_session(Path(path))
+    front = _onnx_session(encoder_graph(encoders, default_opset(merged)).SerializeToString())  # encoders alone
     try:
         for rows in sizes:
             raw = sample_raw_rows(encoders, rows, seed=rows)
             cat, num = encoders.transform(pd.DataFrame(raw))
             encoded = ([cat.astype(np.int64)] if graph.n_cat else []) + ([num] if graph.n_num else [])
-            feeds = {name: values for name, values in raw.items()}
-            got_encoded = _onnx_outputs(front_session, list(feeds), list(feeds.values()))
-            got_encoded = dict(zip([o.name for o in front_session.get_outputs()], got_encoded))
+            got_encoded = _named_outputs(front, raw)
             if graph.n_cat and not np.array_equal(got_encoded["categorical"], encoded[0]):
                 row, col = np.argwhere(got_encoded["categorical"] != encoded[0])[0]
                 field = encoders.categorical[col].name
@@ -275,14 +275,13 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
                 want = [t.numpy() for t in graph(*(torch.from_numpy(a) for a in encoded))]
             unseen = (cat == np.array([e.oov_index for e in encoders.categorical])).sum(axis=1) if graph.n_cat \
                 else np.zeros(rows, dtype=np.int64)
-            got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+            got = _named_outputs(session, raw)
             for name, w in zip(names, want):
                 diffs[name] = max(diffs[name], float(np.abs(got[name].astype(np.float64) - w).max(initial=0.0)))
             if graph.n_cat:
                 diffs[UNSEEN_VALUES] = max(diffs[UNSEEN_VALUES], float(np.abs(got[UNSEEN_VALUES] - unseen).max()))
     finally:
         encoders.reset_counters()
-        front.unlink(missing_ok=True)
     if encoded_diff > 1e-6:
         raise ExportError(f"the ONNX encoders' numerics differ from FeatureEncoders by {encoded_diff:.3g} (relative)")
     limits = {**tolerance, INVALID_IDS: 0.0, UNSEEN_VALUES: 0.0}
@@ -290,7 +289,7 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
         if diff > limits[name]:
             raise ExportError(f"the raw-input graph differs from encoders + PyTorch by {diff:.3g} on {name} "
                               f"(allowed {limits[name]:.3g})")
-    outputs = [n for n in names[:-1]] + [INVALID_IDS] + ([UNSEEN_VALUES] if graph.n_cat else [])
+    outputs = names[:-1] + [INVALID_IDS] + ([UNSEEN_VALUES] if graph.n_cat else [])
     return {"file": Path(path).name, "inputs": raw_inputs_doc(encoders),
             "outputs": [{"name": n, "dtype": "float32" if n.startswith(PREFIX) else "int64", "shape": ["batch"]}
                         for n in outputs],

@@ -117,12 +117,17 @@ def _numeric_nodes(e: NumericEncoder, const) -> list[Any]:
                                      [out])]
 
 
+def default_opset(model: Any) -> int:
+    """The version of the default ONNX operator set a model imports."""
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def with_raw_inputs(model: Any, encoders: FeatureEncoders) -> Any:
     """`model` (an exported ServingGraph taking `categorical` / `numeric`) behind `encoder_graph`:
     inputs are the raw fields, outputs the model's plus `unseen_values`."""
     from onnx import compose
 
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = default_opset(model)
     if any(o.domain == ML_DOMAIN and o.version != ML_OPSET for o in model.opset_import):
         raise ValueError(f"the exported model imports {ML_DOMAIN} at another version than {ML_OPSET}")
     front = encoder_graph(encoders, opset)

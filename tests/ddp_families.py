@@ -40,7 +40,7 @@ def main(tmp: Path) -> None:
         train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
         torch.manual_seed(0)
         model = build_model(cfg, store.feature_spec, list(schema.tasks))
-        torch.manual_seed(distributed.rank_seed(0, ctx.rank))
+        distributed.seed_rank_streams(0, ctx)
         trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=ctx)
         trainer.fit(train, valid)
         metrics = trainer.evaluate(valid)

@@ -105,3 +105,23 @@ def test_a_field_named_like_a_value_inside_the_model_is_refused(fitted):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(ValueError, match=r"field name\(s\) \['city'\] are also names inside"):
         with_raw_inputs(model, fitted)
+
+
+def test_a_raw_graph_that_encodes_differently_is_refused(tmp_path, monkeypatch):
+    import copy
+
+    import mtl_final.export as export_mod
+    from mtl_final.export import ExportError, export_run
+
+    _, run = train_tiny_esmm(tmp_path)
+    real = export_mod.encoder_graph
+
+    def reversed_vocab(encoders, opset):  # the encoders' graph with field a's vocabulary in reverse order
+        wrong = copy.deepcopy(encoders)
+        wrong.categorical[0].vocab = wrong.categorical[0].vocab[::-1]
+        return real(wrong, opset)
+
+    monkeypatch.setattr(export_mod, "encoder_graph", reversed_vocab)
+    with pytest.raises(ExportError, match=r"the ONNX encoders give id \d+ for a='\d+', FeatureEncoders gives \d+"):
+        export_run(run, tmp_path / "out", check_rows=64, raw_inputs=True)
+    assert not (tmp_path / "out").exists()

@@ -110,8 +110,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
 
     seed_everything(int(cfg["seed"]))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
-    if dist.rank:  # same initial weights everywhere (DDP broadcasts rank 0's), own dropout draws
-        torch.manual_seed(distributed.rank_seed(int(cfg["seed"]), dist.rank))
+    distributed.seed_rank_streams(int(cfg["seed"]), dist)
     gauc_column = None
     if t["gauc_field"]:
         names = [name for name, _ in store.feature_spec.categorical]

@@ -82,9 +82,7 @@ class ServingGraph(nn.Module):
         sizes = torch.tensor([size for _, size in features.categorical], dtype=torch.long)
         self.register_buffer("vocab_sizes", sizes, persistent=False)
         self.register_buffer("oov_ids", sizes - 1, persistent=False)  # the encoders' OOV: each field's last id
-        with torch.no_grad():
-            probe = model(Batch(torch.zeros(1, self.n_cat, dtype=torch.long), torch.zeros(1, self.n_num)))
-        self.prob_names = list(probe.probs)
+        self.prob_names = model.output_names
 
     @property
     def input_names(self) -> list[str]:

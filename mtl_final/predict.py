@@ -219,9 +219,7 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
         raise DataError(f"--keep column(s) {missing} are not in the input (header: {header}).",
                         file=input_path, column=missing[0], line=1, fix="fix the --keep list.")
 
-    dummy = model(Batch(torch.zeros(1, len(encoders.categorical), dtype=torch.int64),
-                        torch.zeros(1, len(encoders.numeric))))
-    prob_cols = [PREFIX + name for name in dummy.probs]
+    prob_cols = [PREFIX + name for name in model.output_names]
     clash = sorted(set(keep) & set(prob_cols))
     if clash:
         raise ValueError(f"--keep column(s) {clash} clash with the prediction columns {prob_cols}")

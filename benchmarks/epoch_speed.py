@@ -36,9 +36,8 @@ from mtl_final import distributed, kernels
 from mtl_final.benchmark.report import git_revision
 from mtl_final.config import load_config
 from mtl_final.data.batches import BatchLoader
-from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
-from mtl_final.train.run import resolve_dataset, seed_everything
+from mtl_final.train.run import load_store, seed_everything
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import Trainer
 
@@ -111,15 +110,7 @@ def main() -> None:
     cfg = load_config(args.config, ["train.progress=false", "train.tensorboard=false", *args.overrides])
     dist = distributed.init_from_env(cfg["distributed"]["backend"], torch.device("cpu"))
     seed_everything(cfg["seed"])
-
-    def load_store() -> EncodedStore:
-        schema, root = resolve_dataset(cfg)
-        if cfg["tasks"]:
-            schema = schema.select_tasks(cfg["tasks"])
-        return EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"], log=lambda s: None)
-
-    store = distributed.main_first(load_store, dist)
-    schema = store.schema
+    schema, _, store = distributed.main_first(lambda: load_store(cfg, log=lambda s: None), dist)
     labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
     train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))

@@ -61,6 +61,17 @@ def resolve_dataset(cfg: Mapping[str, Any], log: Callable[[str], None] = print) 
     return DatasetSchema.from_yaml(data["schema"]), Path(data["root"])
 
 
+def load_store(cfg: Mapping[str, Any], log: Callable[[str], None] = print
+               ) -> tuple[DatasetSchema, Path, EncodedStore]:
+    """The run's schema (tasks selected), data folder and encoded store, built on first use."""
+    schema, root = resolve_dataset(cfg, log)
+    if cfg["tasks"]:
+        schema = schema.select_tasks(list(cfg["tasks"]))
+    store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
+                                       invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
+    return schema, root, store
+
+
 def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(base) / f"{stamp}-{cfg['model']['name']}-{config_hash(cfg)[:8]}"
@@ -87,15 +98,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
             (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
             dump_config(cfg, run_dir / "config.yaml")
 
-    def load_data() -> tuple[DatasetSchema, Path, EncodedStore]:
-        schema, root = resolve_dataset(cfg, log)
-        if cfg["tasks"]:
-            schema = schema.select_tasks(list(cfg["tasks"]))
-        store = EncodedStore.build_or_load(schema, root, cfg["data"]["cache_dir"],
-                                           invalid_funnel_rows=cfg["data"]["invalid_funnel_rows"], log=log)
-        return schema, root, store
-
-    schema, root, store = distributed.main_first(load_data, dist)
+    schema, root, store = distributed.main_first(lambda: load_store(cfg, log), dist)
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
     elif dist.is_main:

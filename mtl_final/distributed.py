@@ -5,6 +5,8 @@
 Every rank holds the whole model. Each global batch of train.batch_size rows is cut into W contiguous
 shards (sizes differ by at most one row) and DistributedDataParallel averages the shards' gradients,
 so one optimizer step sees the whole global batch and an epoch has as many steps as in one process.
+Each shard carries the global batch's counts (`Batch.share`) and the losses divide by them, so that
+average is the one-process gradient also when the shards or their positive labels differ in number.
 Evaluation cuts the valid/test rows the same way and gathers the probabilities, so metrics cover every
 row; rank 0 computes them and broadcasts them, so that every rank takes the same schedule decision.
 Rank 0 alone writes the run directory.

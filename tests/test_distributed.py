@@ -13,8 +13,11 @@ import torch
 
 from mtl_final import distributed
 from mtl_final.data.batches import BatchLoader
+from mtl_final.data.features import Batch, BatchShare
+from mtl_final.models import build_model
 from mtl_final.data.store import TensorSplit
 from mtl_final.train.__main__ import main as train_main
+from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 from tests.scripts import load_script
 from tests.test_trainer import _resume_overrides, tiny_overrides, write_tiny_dataset
 
@@ -57,6 +60,65 @@ def test_sharded_loader_gives_each_rank_a_disjoint_share_of_the_same_global_batc
         BatchLoader(data, 8, shuffle=False, shard=(3, 3))
 
 
+def test_shards_carry_the_global_batch_counts():
+    data = _split(23)
+    ranks = [BatchLoader(data, 8, shuffle=True, seed=5, shard=(r, 3)) for r in range(3)]
+    whole = BatchLoader(data, 8, shuffle=True, seed=5)
+    for loader in (whole, *ranks):
+        loader.set_epoch(1)
+    for step, batch in enumerate(whole):
+        assert batch.share is None
+        for loader in ranks:
+            share = list(loader.batches())[step].share
+            assert share == BatchShare(3, len(batch), {"ctr": int(batch.labels["ctr"].sum())})
+    assert ranks[0].batches(start=2).__next__().share.rows == 7  # 23 = 8 + 8 + 7
+
+
+def test_shard_means_average_to_the_global_batch_mean_by_hand():
+    # global batch: values 1..5, parent label 1 0 1 1 0 -> mean 3, mean over parent rows (1+3+4)/3 = 8/3
+    values, parent = torch.arange(1.0, 6.0), torch.tensor([1.0, 0, 1, 1, 0])
+    whole = Batch(torch.zeros(5, 0), torch.zeros(5, 0), {"ctr": parent})
+    assert whole.row_scale == 1.0 and whole.mean_where(values, "ctr").item() == pytest.approx(8 / 3)
+    share = BatchShare(world_size=2, rows=5, positives={"ctr": 3})
+    r0 = Batch(torch.zeros(3, 0), torch.zeros(3, 0), {"ctr": parent[:3]}, share)  # rows 1 2 3
+    r1 = Batch(torch.zeros(2, 0), torch.zeros(2, 0), {"ctr": parent[3:]}, share)  # rows 4 5
+    assert (r0.row_scale, r1.row_scale) == pytest.approx((1.2, 0.8))  # 3·2/5, 2·2/5
+    assert (values[:3].mean().item() * r0.row_scale, values[3:].mean().item() * r1.row_scale) == pytest.approx((2.4, 3.6))
+    assert (r0.mean_where(values[:3], "ctr").item(), r1.mean_where(values[3:], "ctr").item()) == pytest.approx(
+        (8 / 3, 8 / 3))  # (1+3)·2/3 and 4·2/3: DDP's average is the global 8/3
+    none = Batch(torch.zeros(2, 0), torch.zeros(2, 0), {"ctr": torch.zeros(2)})
+    assert none.mean_where(torch.ones(2), "ctr").item() == 0.0
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model=shared_bottom", "model.shared_units=[8]", "tower.dual=true", "tower.kd=true"),  # masked cvr + KD
+    ("model=esmm", "tower.dual=true", "tower.kd=true"),  # entire-space product loss
+    ("model=final", "block.kind=final", "model.num_blocks=2", "model.kd=true", "model.block2.hidden_units=[8]",
+     "model.block2.dropout=0"),
+])
+def test_shard_losses_average_to_the_one_process_loss(overrides):
+    cfg = make_cfg(*overrides, "tower.hidden_units=[8]", "tower.batch_norm=false", "tower.dropout=0",
+                   "block.hidden_units=[8]", "block.batch_norm=false", "model.embedding_regularizer=0.1")
+    names = ("ctr",) if "model=final" in overrides else ("ctr", "cvr")
+    model = build_model(cfg, tiny_features(), tasks(*names)).train()
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the initial near-constant output, so rows' losses differ
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+    batch = tiny_batch(23, seed=3, tasks=names)
+    whole, whole_parts = model.loss(model(batch), batch)
+    share = BatchShare(3, 23, {t: int((y > 0.5).sum()) for t, y in batch.labels.items()})
+    shards = []
+    for r in range(3):
+        lo, hi = distributed.shard_bounds(23, r, 3)  # 8, 8, 7 rows
+        part = Batch(batch.cat[lo:hi], batch.num[lo:hi], {t: y[lo:hi] for t, y in batch.labels.items()}, share)
+        shards.append(model.loss(model(part), part))
+    assert sum(loss for loss, _ in shards).item() / 3 == pytest.approx(whole.item(), rel=1e-6)
+    for name, value in whole_parts.items():  # every part, the kd terms and the regularisation included
+        assert sum(parts[name] for _, parts in shards).item() / 3 == pytest.approx(value.item(), rel=1e-6), name
+    assert len(whole_parts) >= 4 if len(names) == 2 else len(whole_parts) == 3
+
+
 def test_launch_environment_errors_name_the_fix():
     cpu = torch.device("cpu")
     assert distributed.init_from_env("auto", cpu, env={}) is distributed.SINGLE
@@ -95,10 +157,14 @@ def _load(path: Path) -> dict:
 def test_two_processes_take_exactly_the_steps_of_one(tmp_path):
     # no BatchNorm (per-rank statistics) and no dropout (per-rank draws): the only difference left is
     # the order of float sums. SGD, unlike Adam, would also see gradients summed instead of averaged.
+    # Batches of 65 rows give shards of 33 and 32 (the last batch of 15: 8 and 7), and cvr is averaged
+    # over clicked rows only, which the two shards hold in different numbers: exact only if every
+    # loss term divides by the global batch's count, the dual towers' self-distillation terms included.
     root = write_tiny_dataset(tmp_path / "data")
-    args = [*tiny_overrides(root, tmp_path), "model=mlp", "tasks=[ctr]", "block.hidden_units=[16,8]",
-            "block.batch_norm=false", "train.optimizer=sgd", "train.lr=0.05", "model.embedding_regularizer=0.01",
-            "train.batch_size=64", "train.patience=5", "train.tensorboard=false", "train.num_threads=1"]
+    args = [*tiny_overrides(root, tmp_path), "model=shared_bottom", "--tasks", "ctr,cvr",
+            "model.shared_units=[16]", "tower.batch_norm=false", "tower.dropout=0", "tower.dual=true",
+            "tower.kd=true", "train.optimizer=sgd", "train.lr=0.05", "model.embedding_regularizer=0.01",
+            "train.batch_size=65", "train.patience=5", "train.tensorboard=false", "train.num_threads=1"]
     two = torchrun("--out", str(tmp_path / "two"), *args)
     assert two.returncode == 0, two.stderr[-3000:]
     assert train_main(["--out", str(tmp_path / "one"), *args]) == 0
@@ -106,10 +172,11 @@ def test_two_processes_take_exactly_the_steps_of_one(tmp_path):
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert (m2["world_size"], m1["world_size"]) == (2, 1)
-    assert m2["steps"] == m1["steps"] == 30 and m2["best_epoch"] == m1["best_epoch"]  # 600 rows / 64: 10 steps
+    assert m2["steps"] == m1["steps"] == 30 and m2["best_epoch"] == m1["best_epoch"]  # 600 rows / 65: 10 steps
     assert m2["valid"]["ctr"]["rows"] == 200  # every valid row was scored, half on each rank
     for split in ("valid", "test"):
-        assert m2[split]["ctr"]["logloss"] == pytest.approx(m1[split]["ctr"]["logloss"], abs=1e-6)
+        for task in ("ctr", "cvr"):
+            assert m2[split][task]["logloss"] == pytest.approx(m1[split][task]["logloss"], abs=1e-6)
     w1, w2 = _load(tmp_path / "one" / "best.pt")["model"], _load(tmp_path / "two" / "best.pt")["model"]
     assert w1.keys() == w2.keys()
     for name in w1:

@@ -10,7 +10,7 @@ import torch
 
 from mtl_final.config import load_config
 from mtl_final.models import build_model
-from mtl_final.train.__main__ import main as train_main
+from mtl_final.train.__main__ import main as train_main, parse_args
 from mtl_final.train.run import run_experiment
 from mtl_final.train.trainer import Trainer
 from tests.model_fixtures import make_cfg, tasks, tiny_features
@@ -139,6 +139,12 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     assert train_main(["--tasks", "ctr,ctx", *tiny_overrides(root, tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "ctx" in err and "cvr" in err  # names the unknown task and lists declared ones
+
+
+def test_cli_options_may_come_between_overrides():
+    args = parse_args(["model=esmm", "--tasks", "ctr,cvr", "train.lr=0.01", "--out", "R", "tower=final"])
+    assert (args.tasks, args.out) == ("ctr,cvr", "R")
+    assert args.overrides == ["model=esmm", "train.lr=0.01", "tower=final"]
 
 
 class Crash(Exception):

@@ -2,13 +2,14 @@
 from .batches import BatchLoader
 from .encoders import CategoricalEncoder, FeatureEncoders, NumericEncoder, parse_numeric
 from .errors import DataError
-from .features import Batch, FeatureSpec
+from .features import Batch, BatchShare, FeatureSpec
 from .reader import iter_chunks, read_header
 from .schema import DatasetSchema, FieldSpec, TaskSpec
 from .store import CACHE_VERSION, EncodedStore, SplitArrays, TensorSplit, cache_key
 
 __all__ = [
     "Batch",
+    "BatchShare",
     "BatchLoader",
     "CACHE_VERSION",
     "CategoricalEncoder",

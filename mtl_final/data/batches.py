@@ -8,7 +8,7 @@ import torch
 
 from mtl_final.distributed import shard_bounds
 
-from .features import Batch
+from .features import Batch, BatchShare
 from .store import TensorSplit
 
 
@@ -29,8 +29,10 @@ class BatchLoader:
 
     shard=(rank, world) with world > 1 (data-parallel training): every rank walks the same global
     batches and yields its contiguous share of each (``distributed.shard_bounds``), so the ranks'
-    shards of one step are disjoint and together are the one-process batch. A last batch with fewer
-    than two rows per rank is left out (BatchNorm needs two); ``dropped_rows`` counts it per epoch.
+    shards of one step are disjoint and together are the one-process batch. Each shard carries the
+    global batch's counts (``Batch.share``), by which the losses average over the global batch. A last
+    batch with fewer than two rows per rank is left out (BatchNorm needs two); ``dropped_rows`` counts
+    it per epoch.
     """
 
     def __init__(self, data: TensorSplit, batch_size: int, shuffle: bool, seed: int = 0,
@@ -96,12 +98,25 @@ class BatchLoader:
         rank, world = self.shard
         for b in range(start, len(self)):
             lo, hi = b * bs, min((b + 1) * bs, self.n_rows)
+            share = None
             if world > 1:
+                share = self._share(lo, hi, perm)
                 first, last = shard_bounds(hi - lo, rank, world)
                 lo, hi = lo + first, lo + last
             if perm is None:
-                yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()})
+                yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()}, share)
             else:
                 idx = perm[lo:hi]
                 yield Batch(d.cat.index_select(0, idx), d.num.index_select(0, idx),
-                            {t: y.index_select(0, idx) for t, y in d.labels.items()})
+                            {t: y.index_select(0, idx) for t, y in d.labels.items()}, share)
+
+    def _share(self, lo: int, hi: int, perm: torch.Tensor | None) -> BatchShare:
+        """The global counts of the batch of rows [lo, hi) of this epoch's order, which every rank
+        computes alike from the whole split (no communication)."""
+        labels = self.data.labels
+        if perm is None:
+            positives = {t: int((y[lo:hi] > 0.5).sum()) for t, y in labels.items()}
+        else:
+            idx = perm[lo:hi]
+            positives = {t: int((y.index_select(0, idx) > 0.5).sum()) for t, y in labels.items()}
+        return BatchShare(self.shard[1], hi - lo, positives)

@@ -28,20 +28,54 @@ class FeatureSpec:
         return [name for name, _ in self.categorical] + list(self.numeric)
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """One rank's part of a global batch in data-parallel training: the global counts a loss term
+    divides by, so that DDP's average of the ranks' gradients is the one-process gradient.
+
+    world_size: ranks that share the batch; rows: rows of the global batch;
+    positives: label name -> rows of the global batch whose label is 1.
+    """
+
+    world_size: int
+    rows: int
+    positives: dict[str, int]
+
+
 @dataclass
 class Batch:
-    """One mini-batch. cat: [B, Fc] int64, num: [B, Fn] float32, labels: task -> [B] float32."""
+    """One mini-batch. cat: [B, Fc] int64, num: [B, Fn] float32, labels: task -> [B] float32;
+    share: set by a sharded loader (this batch is one rank's part of a global batch), else None."""
 
     cat: torch.Tensor
     num: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    share: BatchShare | None = None
 
     def __len__(self) -> int:
         return int(self.cat.shape[0])  # cat is [B, 0] when there are no categorical fields
+
+    @property
+    def row_scale(self) -> float:
+        """Factor for a mean over this batch's rows: 1, or for a share B_r · W / B of the global batch
+        (B_r rows here, W ranks, B global rows), so that the ranks' average is the global mean."""
+        if self.share is None:
+            return 1.0
+        return len(self) * self.share.world_size / self.share.rows
+
+    def mean_where(self, values: torch.Tensor, label: str) -> torch.Tensor:
+        """Mean of values [B] over the rows whose `label` is 1 (0 when none is); for a share, over
+        the global batch's such rows (scaled like `row_scale`)."""
+        mask = self.labels[label] > 0.5
+        total = (values * mask).sum()
+        if self.share is None:
+            return total / mask.sum().clamp_min(1)
+        return total * (self.share.world_size / max(self.share.positives[label], 1))
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
             self.cat.to(device, non_blocking=True),
             self.num.to(device, non_blocking=True),
             {k: v.to(device, non_blocking=True) for k, v in self.labels.items()},
+            self.share,
         )

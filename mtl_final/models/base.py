@@ -20,7 +20,8 @@ def entire_space_name(parent: str, child: str) -> str:
 @dataclass
 class ModelOutput:
     """logits: task → [batch]; probs: task → [batch] plus entire-space products (e.g. 'ctcvr');
-    aux_losses: named extra loss terms computed in forward (self-distillation), scalars."""
+    aux_losses: named extra loss terms computed in forward (self-distillation), scalar means over
+    the batch's rows."""
 
     logits: dict[str, torch.Tensor]
     probs: dict[str, torch.Tensor]
@@ -86,16 +87,17 @@ class RankingModel(nn.Module):
         return probs
 
     def task_losses(self, out: ModelOutput, batch: Batch) -> dict[str, torch.Tensor]:
-        """BCE per task; a task declared `on: parent` is averaged over rows whose parent label is 1."""
+        """BCE per task; a task declared `on: parent` is averaged over rows whose parent label is 1.
+        Means go through `batch.row_scale` / `batch.mean_where`, which for one rank's share of a
+        global batch divide by the global counts (data-parallel training)."""
         losses = {}
         for task in self.tasks:
             logit, label = out.logits[task.name], batch.labels[task.name]
             if task.on:
-                mask = batch.labels[task.on] > 0.5
                 per_row = F.binary_cross_entropy_with_logits(logit, label, reduction="none")
-                losses[task.name] = (per_row * mask).sum() / mask.sum().clamp_min(1)
+                losses[task.name] = batch.mean_where(per_row, task.on)
             else:
-                losses[task.name] = F.binary_cross_entropy_with_logits(logit, label)
+                losses[task.name] = F.binary_cross_entropy_with_logits(logit, label) * batch.row_scale
         return losses
 
     def regularization(self) -> torch.Tensor:
@@ -113,7 +115,8 @@ class RankingModel(nn.Module):
         """Total training loss and its named parts (task losses, aux terms, regularisation)."""
         parts = self.task_losses(out, batch)
         total = sum(self.task_weights[name] * value for name, value in parts.items())
-        for name, value in out.aux_losses.items():
+        for name, value in out.aux_losses.items():  # means over the batch's rows
+            value = value * batch.row_scale
             total = total + value
             parts[name] = value
         reg = self.regularization()

@@ -83,4 +83,5 @@ class ESMM(RankingModel):
                 losses[name] = product_bce_with_logits(out.logits[self.parent], out.logits[name], target)
             else:
                 losses[name] = F.binary_cross_entropy_with_logits(out.logits[name], batch.labels[name])
+            losses[name] = losses[name] * batch.row_scale
         return losses

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from RUN_DIR/last.pt, with the config it wrote")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may come between the overrides
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,15 +90,33 @@ def test_precision_choice_is_validated():
 def test_bf16_without_native_support_warns(monkeypatch):
     import mtl_final.train.trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: False)
-    for overrides, bf16_warning, medium_warning in (
-            (["train.precision=bf16"], True, False), (["train.precision=fp32"], False, False),
-            (["train.matmul_precision=medium"], False, True), (["train.matmul_precision=high"], False, False)):
-        cfg = make_cfg("model=mlp", "block.hidden_units=[4]", *overrides)
-        lines: list[str] = []
-        Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lines.append)
-        assert any("slower than fp32" in line for line in lines) == bf16_warning
-        assert any("matmul_precision=medium" in line and "no speed-up" in line for line in lines) == medium_warning
+    for native in (False, True):  # native bfloat16 (bf16 autocast) and AMX-rounded medium matmuls
+        monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: native)
+        monkeypatch.setattr(trainer_module, "_medium_matmul_rounds_on_cpu", lambda: native)
+        for overrides, bf16_warning, medium_warning in (
+                (["train.precision=bf16"], True, False), (["train.precision=fp32"], False, False),
+                (["train.matmul_precision=medium"], False, True), (["train.matmul_precision=high"], False, False)):
+            cfg = make_cfg("model=mlp", "block.hidden_units=[4]", *overrides)
+            lines: list[str] = []
+            Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lines.append)
+            assert any("slower than fp32" in line for line in lines) == (bf16_warning and not native)
+            assert any("matmul_precision=medium has no effect" in line and "no speed-up" in line
+                       for line in lines) == (medium_warning and not native)
+
+
+def test_medium_matmul_probe_agrees_with_a_matmul_and_restores_the_setting():
+    from mtl_final.train.trainer import _medium_matmul_rounds_on_cpu
+
+    torch.set_float32_matmul_precision("high")
+    try:
+        rounds = _medium_matmul_rounds_on_cpu()
+        assert torch.get_float32_matmul_precision() == "high"
+        a, b = torch.randn(512, 96), torch.randn(96, 32)  # other shapes and values than the probe's
+        torch.set_float32_matmul_precision("medium")
+        medium = a @ b
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert (not torch.equal(medium, a @ b)) == rounds
 
 
 def test_trainer_sets_the_float32_matmul_precision_process_wide():

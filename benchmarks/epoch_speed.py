@@ -18,7 +18,8 @@ are rank 0's, "peak_rss_mib" is the largest rank's and "peak_rss_mib_all_ranks" 
 Each timed epoch is preceded by a machine probe: the GFLOP/s of a fixed float32 [4096, 400]·[400, 400]
 matmul (this model's largest) on the same threads, and the epoch is followed by the share of CPU time
 the hypervisor gave to others (/proc/stat "steal"; null where that file is missing). On a shared VM a
-slow epoch with a slow probe is the machine, not the code.
+slow epoch with a slow probe is the machine, not the code. "cpu" names the CPU model and its AMX /
+AVX512-BF16 / AVX-512 flags (train.matmul_precision=medium rounds to bfloat16 only with AMX).
 """
 from __future__ import annotations
 
@@ -76,6 +77,23 @@ def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
         return None
     ticks = [int(v) for v in fields[1:9]]
     return ticks[7], sum(ticks)
+
+
+CPU_FEATURES = ("amx_bf16", "avx512_bf16", "avx512f")  # what decides the bfloat16 and fused-kernel paths
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name and which of CPU_FEATURES it has, e.g. "AMD EPYC (avx512_bf16, avx512f)";
+    None where /proc/cpuinfo cannot be read."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}  # the last processor's, all alike here
+    flags = set(fields.get("flags", "").split())
+    name = fields.get("model name", "unknown CPU")
+    return f"{name} ({', '.join(f for f in CPU_FEATURES if f in flags) or 'none of ' + '/'.join(CPU_FEATURES)})"
 
 
 def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
@@ -166,7 +184,7 @@ def main() -> None:
         "peak_rss_mib": round(max(rss)), "peak_rss_mib_all_ranks": round(sum(rss)),
         "probe_gflops": probes, "probe_gflops_at_median": probes[at_median],
         "steal_share": steals, "steal_share_at_median": steals[at_median],
-        "torch": torch.__version__, "git": git_revision(),
+        "cpu": cpu_name(), "torch": torch.__version__, "git": git_revision(),
     }
     print(json.dumps(result, indent=2))
 

@@ -21,6 +21,16 @@ def test_cpu_ticks_reads_steal_and_the_first_eight_columns(epoch_speed, tmp_path
     assert epoch_speed.cpu_ticks(tmp_path / "missing") is None
 
 
+def test_cpu_name_gives_the_model_and_the_bfloat16_flags(epoch_speed, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                    "flags\t\t: fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n\n")
+    assert epoch_speed.cpu_name(info) == "Intel(R) Xeon(R) Platinum 8481C (amx_bf16, avx512_bf16, avx512f)"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
+    assert epoch_speed.cpu_name(info) == "AMD EPYC (none of amx_bf16/avx512_bf16/avx512f)"
+    assert epoch_speed.cpu_name(tmp_path / "missing") is None
+
+
 def test_steal_share_is_steal_over_all_ticks_between_readings(epoch_speed):
     assert epoch_speed.steal_share((60, 1000), (110, 1400)) == 0.125  # 50 of 400 ticks
     assert epoch_speed.steal_share(None, (110, 1400)) is None

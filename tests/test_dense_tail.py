@@ -327,7 +327,7 @@ def test_medium_matmul_precision_rounds_the_fused_matmul_inputs_to_bfloat16():
     from mtl_final.train.trainer import _medium_matmul_rounds_on_cpu
 
     if not _medium_matmul_rounds_on_cpu():
-        pytest.skip("matmul precision medium is IEEE float32 on this CPU: oneDNN rounds to bfloat16 only with AMX")
+        pytest.skip("matmul precision medium does not round to bfloat16 on this CPU (seen with AMX only)")
     torch.manual_seed(3)
     block = FinalBlock(64, [64])  # one layer: a deeper one's rounding flips on sum-order noise upstream
     _randomise_bn(block)

@@ -166,6 +166,8 @@ def main() -> None:
     median = sorted(times)[len(times) // 2]
     at_median = times.index(median)
     rss = distributed.gather_objects(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dist)
+    uses_kernels = kernels.library() is not None and not trainer.bf16  # autocast (bf16) runs the modules
+    trainer.close()
     distributed.shutdown()
     if not dist.is_main:
         return
@@ -173,8 +175,7 @@ def main() -> None:
         "config": args.config, "overrides": [o for o in args.overrides if not o.startswith("data.")],
         "threads": args.threads, "processes": dist.world_size, "precision": cfg["train"]["precision"],
         "matmul_precision": cfg["train"]["matmul_precision"],
-        # autocast (bf16) always runs the modules: the fused kernels are float32
-        "kernels": "native" if kernels.library() is not None and not trainer.bf16 else "torch",
+        "kernels": "native" if uses_kernels else "torch",
         "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),

@@ -18,6 +18,7 @@ dropout masks from its own generator stream.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
@@ -100,8 +101,11 @@ def init_from_env(backend: str, device: torch.device, env: Mapping[str, str] | N
 
 
 def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one. Unreachable DDP wrappers (held in reference
+    cycles, with the process group inside) are collected first, while the interpreter is whole: left
+    to interpreter exit, gloo's threads were torn down there and the process sometimes aborted."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -18,6 +18,32 @@ from tests.scripts import load_script
 from tests.test_trainer import tiny_overrides, write_tiny_dataset
 
 
+def run_case(name: str, overrides: tuple, coverage, store: EncodedStore, root: Path, tmp: Path,
+             ctx: distributed.DistContext) -> None:
+    """Train one case 3 steps on every rank; raise SystemExit if the ranks' weights differ."""
+    multi = name in coverage.MULTI_TASK
+    cfg = load_config(None, [*tiny_overrides(root, tmp), f"model={name}", "tasks=[ctr,cvr]" if multi else "tasks=[ctr]",
+                             "train.batch_size=64", "train.max_steps=3", "train.eval_every_steps=2",
+                             "train.tensorboard=false", *coverage.SMALL, *overrides])
+    schema = store.schema.select_tasks(list(cfg["tasks"]))
+    labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
+    train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
+    torch.manual_seed(0)
+    model = build_model(cfg, store.feature_spec, list(schema.tasks))
+    distributed.seed_rank_streams(0, ctx)
+    trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=ctx)
+    trainer.fit(train, valid)
+    metrics = trainer.evaluate(valid)
+    state = torch.cat([t.detach().double().flatten() for t in model.state_dict().values()])
+    states = distributed.gather_objects(state, ctx)
+    case = " ".join((name, *overrides))
+    if not all(torch.equal(states[0], s) for s in states[1:]):
+        raise SystemExit(f"ranks diverged: {case}")
+    if ctx.is_main:
+        print(f"ok {case} | steps {trainer.global_step} | valid ctr.auc {metrics['ctr']['auc']:.4f}", flush=True)
+    trainer.close()
+
+
 def main(tmp: Path) -> None:
     ctx = distributed.init_from_env("auto", torch.device("cpu"))
     torch.set_num_threads(1)
@@ -31,26 +57,7 @@ def main(tmp: Path) -> None:
     store = distributed.main_first(load, ctx)
     coverage = load_script("benchmarks/export_coverage.py")
     for name, overrides in coverage.cases():
-        multi = name in coverage.MULTI_TASK
-        cfg = load_config(None, [*tiny_overrides(root, tmp), f"model={name}", "tasks=[ctr,cvr]" if multi else "tasks=[ctr]",
-                                 "train.batch_size=64", "train.max_steps=3", "train.eval_every_steps=2",
-                                 "train.tensorboard=false", *coverage.SMALL, *overrides])
-        schema = store.schema.select_tasks(list(cfg["tasks"]))
-        labels = {t.name: t.label for t in (*schema.tasks, *schema.parent_tasks)}
-        train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
-        torch.manual_seed(0)
-        model = build_model(cfg, store.feature_spec, list(schema.tasks))
-        distributed.seed_rank_streams(0, ctx)
-        trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=ctx)
-        trainer.fit(train, valid)
-        metrics = trainer.evaluate(valid)
-        state = torch.cat([t.detach().double().flatten() for t in model.state_dict().values()])
-        states = distributed.gather_objects(state, ctx)
-        case = " ".join((name, *overrides))
-        if not all(torch.equal(states[0], s) for s in states[1:]):
-            raise SystemExit(f"ranks diverged: {case}")
-        if ctx.is_main:
-            print(f"ok {case} | steps {trainer.global_step} | valid ctr.auc {metrics['ctr']['auc']:.4f}", flush=True)
+        run_case(name, overrides, coverage, store, root, tmp, ctx)  # its trainer (and DDP) is freed on return
     distributed.shutdown()
 
 

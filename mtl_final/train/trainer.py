@@ -348,5 +348,8 @@ class Trainer:
         self.writer.flush()
 
     def close(self) -> None:
+        """Close the TensorBoard writer and drop the DDP wrapper, which holds the process group, so
+        that `distributed.shutdown` tears the group down while nothing uses it."""
         if self.writer:
             self.writer.close()
+        self.net = self.model

@@ -13,7 +13,7 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
-with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium}.json
+with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
 frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
@@ -37,8 +37,9 @@ SPEED_VARIANTS = (  # JSON suffix, overrides, comment
     ("_torch", " train.kernels=torch", "# float32, PyTorch ops only"),
     ("_bf16", " train.precision=bf16", "# bfloat16 autocast"),
     ("_medium", " train.matmul_precision=medium", "# float32, matmuls on bfloat16-rounded inputs (AMX)"),
-    ("_epyc", "", "# float32, fused CPU kernels, on an AMD EPYC (no AMX)"),
+    ("_epyc", "", "# float32, fused CPU kernels, on an AMD EPYC (no AMX): matmuls on oneDNN (auto)"),
     ("_epyc_medium", " train.matmul_precision=medium", "# the same EPYC: no AMX, so no bfloat16 rounding"),
+    ("_epyc_blas", " train.cpu_matmul=blas", "# the same EPYC, fused kernels' matmuls on MKL"),
 )
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
@@ -303,19 +304,20 @@ def results_section() -> str:
         "",
         *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
         "",
-        "| cpu | precision | matmul precision | kernels | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
-        *(f"| {s.get('cpu') or '–'} | {s['precision']} | {s.get('matmul_precision', 'highest')} | {s.get('kernels', 'torch')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+        "| cpu | precision | matmul precision | kernels | cpu matmul | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        *(f"| {s.get('cpu') or '–'} | {s['precision']} | {s.get('matmul_precision', 'highest')} | {s.get('kernels', 'torch')} | {s.get('cpu_matmul', 'blas')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
           f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('probe_gflops_at_median', '–')} | "
           f"{_percent(s.get('steal_share_at_median'))} | {s.get('git', '–')} |"
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
-        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium}.json`\n"
+        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json`\n"
         "(every epoch's time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the\n"
         "revision measured; `cpu`, the model and its bfloat16 / AVX-512 flags, – where a JSON predates it: those\n"
-        "ran on the Intel Xeon with AMX-BF16). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
+        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, the fused kernels' matmul backend, `train.cpu_matmul`,\n"
+        "blas where a JSON predates the option). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
         "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
         "predates them). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
         "revisions, or two settings of one revision (`--head-override`), are compared by interleaving single\n"

@@ -39,6 +39,7 @@ from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import _Problems, _validate_numeric
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
+from mtl_final.nn import cpu_matmul
 from mtl_final.train.checkpoint import load_checkpoint
 from mtl_final.train.run import uses_simulator
 
@@ -91,6 +92,7 @@ def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, 
                          f"encoders.json and {schema_path}: {e}") from None
     model.eval()
     kernels.use_kernels(cfg["train"]["kernels"])  # score on the path the run trained with
+    cpu_matmul.use_cpu_matmul(cfg["train"]["cpu_matmul"], strict=False)  # scoring never refuses a machine
     torch.set_float32_matmul_precision("highest")  # but in exact float32, as with train.precision=bf16
     return model, encoders, cfg
 

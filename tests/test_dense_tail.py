@@ -19,6 +19,7 @@ from mtl_final import kernels
 from mtl_final.config import ConfigError
 from mtl_final.models import build_model
 from mtl_final.models.registry import MODELS
+from mtl_final.nn import cpu_matmul
 from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
@@ -66,8 +67,19 @@ BLOCKS = {
 }
 
 
+@pytest.fixture(params=["blas", "onednn"])
+def matmul_backend(request):
+    """Each backend of the fused kernels' matmuls (nn/cpu_matmul.py), where this CPU allows it."""
+    if request.param == "onednn" and cpu_matmul.medium_matmul_rounds():
+        pytest.skip("oneDNN's float32 matmuls round to bfloat16 on this CPU (AMX): train.cpu_matmul=onednn is refused")
+    before = cpu_matmul.backend()
+    cpu_matmul.use_cpu_matmul(request.param)
+    yield request.param
+    cpu_matmul.use_cpu_matmul(before)
+
+
 @pytest.mark.parametrize("kind", sorted(BLOCKS))
-def test_training_step_matches_the_modules(kind):
+def test_training_step_matches_the_modules(kind, matmul_backend):
     torch.manual_seed(0)
     fused = BLOCKS[kind]()
     _randomise_bn(fused)
@@ -324,9 +336,7 @@ def _bf16_rounded_reference(block: nn.Module) -> nn.Module:
 
 
 def test_medium_matmul_precision_rounds_the_fused_matmul_inputs_to_bfloat16():
-    from mtl_final.train.trainer import _medium_matmul_rounds_on_cpu
-
-    if not _medium_matmul_rounds_on_cpu():
+    if not cpu_matmul.medium_matmul_rounds():
         pytest.skip("matmul precision medium does not round to bfloat16 on this CPU (seen with AMX only)")
     torch.manual_seed(3)
     block = FinalBlock(64, [64])  # one layer: a deeper one's rounding flips on sum-order noise upstream

@@ -10,6 +10,7 @@ from mtl_final.config import ConfigError
 from mtl_final.data.store import TensorSplit
 from mtl_final.models import build_model
 from mtl_final.models.registry import MODELS
+from mtl_final.nn import cpu_matmul
 from mtl_final.nn.dropout import ReLUDropout, keep_multiplier, keep_scale
 from mtl_final.nn.logit_head import LogitHead
 from mtl_final.train.trainer import Trainer
@@ -92,7 +93,7 @@ def test_bf16_without_native_support_warns(monkeypatch):
 
     for native in (False, True):  # native bfloat16 (bf16 autocast) and AMX-rounded medium matmuls
         monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: native)
-        monkeypatch.setattr(trainer_module, "_medium_matmul_rounds_on_cpu", lambda: native)
+        monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: native)
         for overrides, bf16_warning, medium_warning in (
                 (["train.precision=bf16"], True, False), (["train.precision=fp32"], False, False),
                 (["train.matmul_precision=medium"], False, True), (["train.matmul_precision=high"], False, False)):
@@ -105,11 +106,9 @@ def test_bf16_without_native_support_warns(monkeypatch):
 
 
 def test_medium_matmul_probe_agrees_with_a_matmul_and_restores_the_setting():
-    from mtl_final.train.trainer import _medium_matmul_rounds_on_cpu
-
     torch.set_float32_matmul_precision("high")
     try:
-        rounds = _medium_matmul_rounds_on_cpu()
+        rounds = cpu_matmul.medium_matmul_rounds()
         assert torch.get_float32_matmul_precision() == "high"
         a, b = torch.randn(2048, 400), torch.randn(400, 256)  # larger than the probe, other values
         torch.set_float32_matmul_precision("medium")

@@ -8,7 +8,8 @@ last.pt after every validation, which `restore` continues exactly. train.precisi
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
 logits and losses stay float32. train.matmul_precision sets torch's float32 matmul precision (medium:
 bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN; elsewhere float32 accuracy). train.kernels=native lets dense
-blocks run fused CPU kernels (mtl_final/nn/dense_tail.py). Both are process-wide, like the thread count.
+blocks run fused CPU kernels (mtl_final/nn/dense_tail.py), whose matmuls train.cpu_matmul sends to MKL or
+oneDNN (mtl_final/nn/cpu_matmul.py). All are process-wide, like the thread count.
 
 Under torchrun (`dist`, see mtl_final/distributed.py) each rank trains on its shard of every global
 batch through DistributedDataParallel, evaluation gathers every rank's predictions, and rank 0 alone
@@ -30,6 +31,7 @@ from mtl_final import distributed, kernels
 from mtl_final.data.batches import BatchLoader
 from mtl_final.data.store import TensorSplit
 from mtl_final.models.base import RankingModel
+from mtl_final.nn import cpu_matmul
 from mtl_final.train.checkpoint import save_atomic
 from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
 
@@ -57,25 +59,6 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
-def _medium_matmul_rounds_on_cpu() -> bool:
-    """Whether float32 matmul precision "medium" multiplies bfloat16-rounded inputs on this CPU (seen
-    with AMX). Elsewhere (seen: an AMD EPYC with AVX512-BF16) results keep float32 accuracy, though
-    torch may hand large matmuls to oneDNN, which changes the speed and the summation order. Probed with
-    one small matmul: rounded if its result is nearer the bfloat16-input product than the exact one.
-    The process-wide setting is restored."""
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 64, generator=gen), torch.randn(64, 128, generator=gen)
-    before = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("highest")
-        exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()
-        torch.set_float32_matmul_precision("medium")
-        medium = a @ b
-    finally:
-        torch.set_float32_matmul_precision(before)
-    return bool((medium - rounded).abs().max() < (medium - exact).abs().max())
-
-
 class Trainer:
     """Fits one model. `fit(train, valid)` → history; `evaluate(split)` → metrics per task."""
 
@@ -100,13 +83,14 @@ class Trainer:
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
         kernels.use_kernels(self.t["kernels"])
+        self.cpu_matmul = cpu_matmul.use_cpu_matmul(self.t["cpu_matmul"])
         torch.set_float32_matmul_precision(self.t["matmul_precision"])
         self.bf16 = self.t["precision"] == "bf16"
         if self.device.type == "cpu":
             if self.bf16 and not _cpu_has_native_bf16():
                 log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
                     "it will be slower than fp32, not faster")
-            if self.t["matmul_precision"] == "medium" and not _medium_matmul_rounds_on_cpu():
+            if self.t["matmul_precision"] == "medium" and not cpu_matmul.medium_matmul_rounds():
                 log("note: train.matmul_precision=medium does not round matmul inputs to bfloat16 on this CPU "
                     "(no AMX): results keep float32 accuracy; any speed change comes from torch handing large "
                     "matmuls to oneDNN instead of its default BLAS")

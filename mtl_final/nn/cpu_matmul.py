@@ -1,0 +1,90 @@
+"""The float32 matmuls of the fused dense layers (nn/dense_tail.py) on CPU: PyTorch's BLAS or oneDNN.
+
+torch's CPU build multiplies float32 matrices with MKL, which on AMD CPUs runs well below what
+oneDNN's kernels reach on the same cores (README, "CPU matmuls"). torch hands a float32 matmul to
+oneDNN only under float32 matmul precision "medium", and there oneDNN may multiply bfloat16-rounded
+inputs: it does with AMX, not without (`medium_matmul_rounds` checks this machine). So where medium
+does not round, `mm` takes oneDNN by switching to medium for that one call: still IEEE float32
+products and sums, in oneDNN's order.
+
+train.cpu_matmul: auto = oneDNN on AMD CPUs where medium does not round, else BLAS | blas | onednn.
+Process-wide, like train.kernels; the choice depends only on the machine, so a resumed run on the same
+machine takes the same path.
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import torch
+
+CHOICES = ("auto", "blas", "onednn")
+_backend: str | None = None  # resolved from "auto" on first use, unless use_cpu_matmul chose
+
+
+@cache
+def medium_matmul_rounds() -> bool:
+    """Whether float32 matmul precision "medium" multiplies bfloat16-rounded inputs on this CPU: one
+    small matmul is nearer the bfloat16-input product than the exact one. The setting is restored."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 64, generator=gen), torch.randn(64, 128, generator=gen)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()
+        torch.set_float32_matmul_precision("medium")
+        medium = a @ b
+    finally:
+        torch.set_float32_matmul_precision(before)
+    return bool((medium - rounded).abs().max() < (medium - exact).abs().max())
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's vendor_id ("AuthenticAMD", "GenuineIntel", ...), or None where it cannot be read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def resolve(choice: str, strict: bool = True) -> str:
+    """"blas" or "onednn" for a train.cpu_matmul choice on this machine. Where oneDNN would round to
+    bfloat16, "onednn" raises ValueError (strict) or falls back to "blas"."""
+    if choice not in CHOICES:
+        raise ValueError(f"train.cpu_matmul={choice!r}: choose one of {', '.join(CHOICES)}")
+    if choice == "blas":
+        return "blas"
+    if medium_matmul_rounds():
+        if choice == "onednn" and strict:
+            raise ValueError("train.cpu_matmul=onednn: on this CPU (AMX) torch's oneDNN float32 matmuls round "
+                             "inputs to bfloat16; for that use train.matmul_precision=medium, else keep "
+                             "train.cpu_matmul=auto or blas")
+        return "blas"
+    return "onednn" if choice == "onednn" or cpu_vendor() == "AuthenticAMD" else "blas"
+
+
+def use_cpu_matmul(choice: str, strict: bool = True) -> str:
+    """Select the backend of `mm` for this process; returns the one chosen ("blas" or "onednn")."""
+    global _backend
+    _backend = resolve(choice, strict)
+    return _backend
+
+
+def backend() -> str:
+    """The backend `mm` uses: the selected one, or "auto"'s choice for this machine."""
+    return _backend if _backend is not None else use_cpu_matmul("auto")
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [m, k] @ b [k, n] (float32, CPU) through the selected backend."""
+    precision = torch.get_float32_matmul_precision()
+    if backend() == "blas" or precision == "medium":
+        return torch.mm(a, b)
+    torch.set_float32_matmul_precision("medium")
+    try:
+        return torch.mm(a, b)
+    finally:
+        torch.set_float32_matmul_precision(precision)

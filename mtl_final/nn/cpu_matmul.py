@@ -1,7 +1,7 @@
 """The float32 matmuls of the fused dense layers (nn/dense_tail.py) on CPU: PyTorch's BLAS or oneDNN.
 
 torch's CPU build multiplies float32 matrices with MKL, which on AMD CPUs runs well below what
-oneDNN's kernels reach on the same cores (README, "CPU matmuls"). torch hands a float32 matmul to
+oneDNN's kernels reach on the same cores (README: `train.cpu_matmul`, the `_epyc` speed rows). torch hands a float32 matmul to
 oneDNN only under float32 matmul precision "medium", and there oneDNN may multiply bfloat16-rounded
 inputs: it does with AMX, not without (`medium_matmul_rounds` checks this machine). So where medium
 does not round, `mm` takes oneDNN by switching to medium for that one call: still IEEE float32
@@ -24,19 +24,23 @@ _backend: str | None = None  # resolved from "auto" on first use, unless use_cpu
 
 @cache
 def medium_matmul_rounds() -> bool:
-    """Whether float32 matmul precision "medium" multiplies bfloat16-rounded inputs on this CPU: one
-    small matmul is nearer the bfloat16-input product than the exact one. The setting is restored."""
+    """Whether float32 matmul precision "medium" multiplies bfloat16-rounded inputs on this CPU: a small
+    and a FINAL-sized matmul, each compared with the exact and the bfloat16-input product (rounded
+    where either is nearer the latter). The setting is restored."""
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 64, generator=gen), torch.randn(64, 128, generator=gen)
     before = torch.get_float32_matmul_precision()
     try:
-        torch.set_float32_matmul_precision("highest")
-        exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()
-        torch.set_float32_matmul_precision("medium")
-        medium = a @ b
+        for rows, inner, cols in ((256, 64, 128), (1024, 400, 400)):
+            a, b = torch.randn(rows, inner, generator=gen), torch.randn(inner, cols, generator=gen)
+            torch.set_float32_matmul_precision("highest")
+            exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()
+            torch.set_float32_matmul_precision("medium")
+            medium = a @ b
+            if (medium - rounded).abs().max() < (medium - exact).abs().max():
+                return True
     finally:
         torch.set_float32_matmul_precision(before)
-    return bool((medium - rounded).abs().max() < (medium - exact).abs().max())
+    return False
 
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -59,7 +63,7 @@ def resolve(choice: str, strict: bool = True) -> str:
         return "blas"
     if medium_matmul_rounds():
         if choice == "onednn" and strict:
-            raise ValueError("train.cpu_matmul=onednn: on this CPU (AMX) torch's oneDNN float32 matmuls round "
+            raise ValueError("train.cpu_matmul=onednn: on this CPU (as on AMX ones) torch's oneDNN float32 matmuls round "
                              "inputs to bfloat16; for that use train.matmul_precision=medium, else keep "
                              "train.cpu_matmul=auto or blas")
         return "blas"

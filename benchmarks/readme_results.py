@@ -13,7 +13,8 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 (`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
-with train.matmul_precision=medium), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json
+with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD on the AMD EPYC,
+where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
 frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
@@ -65,6 +66,8 @@ MEDIUM_CMDS = (
     "--seeds 2024,2025,2026,2027,2028,2029 --out results/frappe_x1_matmul_medium train.num_threads=1 "
     "train.matmul_precision=medium",
 )
+ONEDNN_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
+              "--out results/frappe_x1_onednn train.num_threads=1")
 HILLSTROM_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/hillstrom_*.yaml --name hillstrom "
                  "--variants mlp,final,final_dual_kd --seeds 2021,2022,2023 train.num_threads=1")
 SIM_CMDS = (
@@ -143,6 +146,7 @@ def results_section() -> str:
     hillstrom = (RESULTS / "hillstrom.md").read_text(encoding="utf-8")
     sim = (RESULTS / "sim.md").read_text(encoding="utf-8")
     bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
+    onednn = (RESULTS / "frappe_x1_onednn" / "frappe_x1.md").read_text(encoding="utf-8")
     medium = (RESULTS / "frappe_x1_matmul_medium" / "frappe_x1.md").read_text(encoding="utf-8")
     native_all = (RESULTS / "frappe_x1_native_all" / "frappe_x1.md").read_text(encoding="utf-8")
     tuned = (RESULTS / "frappe_x1_native_tuned" / "frappe_x1.md").read_text(encoding="utf-8")
@@ -349,6 +353,14 @@ def results_section() -> str:
         first_table(medium),
         "",
         first_table(section(medium, "## 95% interval")),
+        "",
+        "`train.cpu_matmul=onednn` keeps IEEE float32 and changes only the summation order of the fused\n"
+        "kernels' matmuls. FINAL(2B)+KD with the acceptance seeds on the AMD EPYC, where the default `auto`\n"
+        "takes it (the MKL path's runs are the float32 acceptance table above, `results/frappe_x1_native/`):",
+        "",
+        "    " + ONEDNN_CMD,
+        "",
+        first_table(onednn),
         "",
         "### Data-parallel training (torchrun, gloo, on the same 2-core machine)",
         "",

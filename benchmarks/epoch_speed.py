@@ -36,6 +36,7 @@ import torch
 from mtl_final import distributed, kernels
 from mtl_final.benchmark.report import git_revision
 from mtl_final.config import load_config
+from mtl_final.cpuinfo import cpu_info
 from mtl_final.data.batches import BatchLoader
 from mtl_final.models import build_model
 from mtl_final.train.run import load_store, seed_everything
@@ -85,12 +86,9 @@ CPU_FEATURES = ("amx_bf16", "avx512_bf16", "avx512f")  # what decides the bfloat
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's model name and which of CPU_FEATURES it has, e.g. "AMD EPYC (avx512_bf16, avx512f)";
     None where /proc/cpuinfo cannot be read."""
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
+    fields = cpu_info(cpuinfo)
+    if not fields:
         return None
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}  # the last processor's, all alike here
     flags = set(fields.get("flags", "").split())
     name = fields.get("model name", "unknown CPU")
     return f"{name} ({', '.join(f for f in CPU_FEATURES if f in flags) or 'none of ' + '/'.join(CPU_FEATURES)})"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mtl_final.config import ConfigError
+from mtl_final.cpuinfo import cpu_info
 from mtl_final.nn import cpu_matmul
 from tests.model_fixtures import make_cfg
 
@@ -50,6 +51,14 @@ def test_cpu_vendor_reads_vendor_id(tmp_path):
     info.write_text("processor\t: 0\n")
     assert cpu_matmul.cpu_vendor(info) is None
     assert cpu_matmul.cpu_vendor(tmp_path / "missing") is None
+
+
+def test_cpu_info_gives_the_first_processors_fields(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("\nprocessor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2\nempty\t:\n\n"
+                    "processor\t: 1\nvendor_id\t: other\n")
+    assert cpu_info(info) == {"processor": "0", "vendor_id": "AuthenticAMD", "flags": "fpu avx2", "empty": ""}
+    assert cpu_info(tmp_path / "missing") == {}
 
 
 def test_onednn_mm_is_float32_exact_and_restores_the_precision():

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mtl_final.cpuinfo import cpu_info
+
 KERNEL_MODES = ("native", "torch")
 _SOURCE = Path(__file__).with_name("cpu_kernels.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
@@ -50,16 +52,6 @@ def use_kernels(mode: str) -> None:
     if mode not in KERNEL_MODES:
         raise ValueError(f"kernels must be one of {list(KERNEL_MODES)}, got {mode!r}")
     _mode = mode
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return ""
 
 
 def _cache_dir() -> Path:
@@ -108,7 +100,7 @@ def library() -> ctypes.CDLL | None:
             compiler = find_compiler()
             if not compiler:
                 raise OSError("no C compiler found (set CC, or install gcc)")
-            key = hashlib.sha256("\n".join([_SOURCE.read_text(), *compiler, *_FLAGS, _cpu_flags(), torch.__version__])
+            key = hashlib.sha256("\n".join([_SOURCE.read_text(), *compiler, *_FLAGS, cpu_info().get("flags", ""), torch.__version__])
                                  .encode()).hexdigest()[:16]
             target = _cache_dir() / f"cpu_kernels-{key}.so"
             if not target.exists():

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from mtl_final.cpuinfo import cpu_info
+
 CHOICES = ("auto", "blas", "onednn")
 _backend: str | None = None  # resolved from "auto" on first use, unless use_cpu_matmul chose
 
@@ -45,13 +47,7 @@ def medium_matmul_rounds() -> bool:
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's vendor_id ("AuthenticAMD", "GenuineIntel", ...), or None where it cannot be read."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    return cpu_info(cpuinfo).get("vendor_id")
 
 
 def resolve(choice: str, strict: bool = True) -> str:

@@ -7,9 +7,10 @@ evaluations; reload the best weights. Gradient norm clipping, whole-table embedd
 last.pt after every validation, which `restore` continues exactly. train.precision=bf16 runs the
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
 logits and losses stay float32. train.matmul_precision sets torch's float32 matmul precision (medium:
-bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN; elsewhere float32 accuracy). train.kernels=native lets dense
-blocks run fused CPU kernels (mtl_final/nn/dense_tail.py), whose matmuls train.cpu_matmul sends to MKL or
-oneDNN (mtl_final/nn/cpu_matmul.py). All are process-wide, like the thread count.
+bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN; elsewhere float32 accuracy).
+train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense_tail.py), whose matmuls
+train.cpu_matmul sends to MKL or oneDNN (mtl_final/nn/cpu_matmul.py). All are process-wide, like the
+thread count.
 
 Under torchrun (`dist`, see mtl_final/distributed.py) each rank trains on its shard of every global
 batch through DistributedDataParallel, evaluation gathers every rank's predictions, and rank 0 alone
@@ -92,7 +93,7 @@ class Trainer:
                     "it will be slower than fp32, not faster")
             if self.t["matmul_precision"] == "medium" and not cpu_matmul.medium_matmul_rounds():
                 log("note: train.matmul_precision=medium does not round matmul inputs to bfloat16 on this CPU "
-                    "(no AMX): results keep float32 accuracy; any speed change comes from torch handing large "
+                    "(it does with AMX): results keep float32 accuracy; any speed change comes from torch handing large "
                     "matmuls to oneDNN instead of its default BLAS")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0

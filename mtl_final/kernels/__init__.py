@@ -100,8 +100,8 @@ def library() -> ctypes.CDLL | None:
             compiler = find_compiler()
             if not compiler:
                 raise OSError("no C compiler found (set CC, or install gcc)")
-            key = hashlib.sha256("\n".join([_SOURCE.read_text(), *compiler, *_FLAGS, cpu_info().get("flags", ""), torch.__version__])
-                                 .encode()).hexdigest()[:16]
+            parts = [_SOURCE.read_text(), *compiler, *_FLAGS, cpu_info().get("flags", ""), torch.__version__]
+            key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
             target = _cache_dir() / f"cpu_kernels-{key}.so"
             if not target.exists():
                 build(target, compiler, _FLAGS)

@@ -1,11 +1,11 @@
 """The float32 matmuls of the fused dense layers (nn/dense_tail.py) on CPU: PyTorch's BLAS or oneDNN.
 
 torch's CPU build multiplies float32 matrices with MKL, which on AMD CPUs runs well below what
-oneDNN's kernels reach on the same cores (README: `train.cpu_matmul`, the `_epyc` speed rows). torch hands a float32 matmul to
-oneDNN only under float32 matmul precision "medium", and there oneDNN may multiply bfloat16-rounded
-inputs: it does with AMX, not without (`medium_matmul_rounds` checks this machine). So where medium
-does not round, `mm` takes oneDNN by switching to medium for that one call: still IEEE float32
-products and sums, in oneDNN's order.
+oneDNN's kernels reach on the same cores (README: `train.cpu_matmul`, the `_epyc` speed rows). torch
+hands a float32 matmul to oneDNN only under float32 matmul precision "medium", and there oneDNN may
+multiply bfloat16-rounded inputs: it does with AMX, not without (`medium_matmul_rounds` checks this
+machine). So where medium does not round, `mm` takes oneDNN by switching to medium for that one
+call: still IEEE float32 products and sums, in oneDNN's order.
 
 train.cpu_matmul: auto = oneDNN on AMD CPUs where medium does not round, else BLAS | blas | onednn.
 Process-wide, like train.kernels; the choice depends only on the machine, so a resumed run on the same
@@ -59,9 +59,9 @@ def resolve(choice: str, strict: bool = True) -> str:
         return "blas"
     if medium_matmul_rounds():
         if choice == "onednn" and strict:
-            raise ValueError("train.cpu_matmul=onednn: on this CPU (as on AMX ones) torch's oneDNN float32 matmuls round "
-                             "inputs to bfloat16; for that use train.matmul_precision=medium, else keep "
-                             "train.cpu_matmul=auto or blas")
+            raise ValueError("train.cpu_matmul=onednn: on this CPU (as on AMX ones) torch's oneDNN float32 "
+                             "matmuls round inputs to bfloat16; for that use train.matmul_precision=medium, "
+                             "else keep train.cpu_matmul=auto or blas")
         return "blas"
     return "onednn" if choice == "onednn" or cpu_vendor() == "AuthenticAMD" else "blas"
 

@@ -93,8 +93,8 @@ class Trainer:
                     "it will be slower than fp32, not faster")
             if self.t["matmul_precision"] == "medium" and not cpu_matmul.medium_matmul_rounds():
                 log("note: train.matmul_precision=medium does not round matmul inputs to bfloat16 on this CPU "
-                    "(it does with AMX): results keep float32 accuracy; any speed change comes from torch handing large "
-                    "matmuls to oneDNN instead of its default BLAS")
+                    "(it does with AMX): results keep float32 accuracy; any speed change comes from torch "
+                    "handing large matmuls to oneDNN instead of its default BLAS")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
         self.writer = None  # opened by fit (after a restore, so that it can purge redone steps)

@@ -133,7 +133,8 @@ class _Scorer:
         stop = n if final else n - n % bs
         for lo in range(0, stop, bs):
             hi = min(lo + bs, stop)
-            probs = self.model(Batch(cat[lo:hi], num[lo:hi])).probs
+            with cpu_matmul.scope():
+                probs = self.model(Batch(cat[lo:hi], num[lo:hi])).probs
             arrays = [a.slice(lo, hi - lo) for a in kept]
             arrays += [pa.array(probs[name].float().numpy(), type=pa.float32()) for name in self.names]
             self.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))

@@ -1,5 +1,5 @@
-"""mtl_final/nn/cpu_matmul.py: which backend the fused kernels' float32 matmuls take, and that oneDNN's
-stays IEEE float32."""
+"""mtl_final/nn/cpu_matmul.py: which backend the float32 matmuls of training and scoring take, that
+oneDNN's stay IEEE float32, and that the trainer's steps and evaluation run inside the scope."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,11 @@ import torch
 
 from mtl_final.config import ConfigError
 from mtl_final.cpuinfo import cpu_info
+from mtl_final.data.store import TensorSplit
+from mtl_final.models import build_model
 from mtl_final.nn import cpu_matmul
-from tests.model_fixtures import make_cfg
+from mtl_final.train.trainer import Trainer
+from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 
 @pytest.fixture(autouse=True)
@@ -61,21 +64,75 @@ def test_cpu_info_gives_the_first_processors_fields(tmp_path):
     assert cpu_info(tmp_path / "missing") == {}
 
 
-def test_onednn_mm_is_float32_exact_and_restores_the_precision():
+@pytest.fixture
+def highest():
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_onednn_scope_is_float32_exact_and_restores_the_precision(highest):
     if cpu_matmul.medium_matmul_rounds():
         pytest.skip("oneDNN's float32 matmuls round to bfloat16 on this CPU (AMX)")
     gen = torch.Generator().manual_seed(1)
-    a, b = torch.randn(1024, 400, generator=gen), torch.randn(400, 300, generator=gen)
-    exact = a.double() @ b.double()
+    a, b, bias = torch.randn(1024, 400, generator=gen), torch.randn(400, 300, generator=gen), torch.randn(300)
+    q, k = torch.randn(256, 10, 16, generator=gen), torch.randn(256, 16, 10, generator=gen)
+    products = {  # what the models multiply: mm (fused kernels), linear (nn.Linear), bmm (attention, CIN)
+        "mm": lambda: a @ b, "linear": lambda: torch.nn.functional.linear(a, b.t(), bias),
+        "bmm": lambda: torch.bmm(q, k), "strided mm": lambda: a.t().contiguous().t() @ b,
+    }
+    exact = {"mm": a.double() @ b.double(), "linear": a.double() @ b.double() + bias.double(),
+             "bmm": q.double() @ k.double(), "strided mm": a.double() @ b.double()}
     cpu_matmul.use_cpu_matmul("onednn")
-    torch.set_float32_matmul_precision("highest")
-    got = cpu_matmul.mm(a, b)
+    with cpu_matmul.scope():
+        assert torch.get_float32_matmul_precision() == "medium"
+        got = {name: f() for name, f in products.items()}
     assert torch.get_float32_matmul_precision() == "highest"
     torch.set_float32_matmul_precision("medium")
-    assert torch.equal(got, torch.mm(a, b))  # the call torch makes under medium, i.e. oneDNN's
+    medium = {name: f() for name, f in products.items()}  # torch's calls under medium: oneDNN's
     torch.set_float32_matmul_precision("highest")
-    # float32 error: the 400-term sums of N(0, 1) products are ~20, float32 eps 1.2e-7
-    assert (got.double() - exact).abs().max() < 1e-3
-    torch.testing.assert_close(cpu_matmul.mm(a.t().contiguous().t(), b), got, rtol=1e-6, atol=1e-4)  # strided
-    cpu_matmul.use_cpu_matmul("blas")
-    assert torch.equal(cpu_matmul.mm(a, b), torch.mm(a, b))
+    blas = {name: f() for name, f in products.items()}
+    for name in products:
+        assert torch.equal(got[name], medium[name]), name
+        # float32 error: the 400-term sums of N(0, 1) products are ~20, float32 eps 1.2e-7; a bfloat16
+        # input (8 bits of mantissa) would be off by ~0.1 there
+        assert (got[name].double() - exact[name]).abs().max() < 1e-3, name
+        assert (blas[name].double() - exact[name]).abs().max() < 1e-3, name
+    with pytest.raises(KeyError), cpu_matmul.scope():
+        raise KeyError("inside")
+    assert torch.get_float32_matmul_precision() == "highest"  # restored on the way out of an error too
+
+
+@pytest.mark.parametrize("backend, device, before, inside", [
+    ("blas", "cpu", "highest", "highest"),  # MKL: nothing to switch
+    ("onednn", "cuda", "highest", "highest"),  # medium would mean TF32/bfloat16 on a GPU
+    ("onednn", "cpu", "high", "medium"),
+    ("onednn", "cpu", "medium", "medium"),  # the user's medium is left alone
+])
+def test_scope_switches_only_cpu_onednn_runs(monkeypatch, highest, backend, device, before, inside):
+    monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: False)
+    cpu_matmul.use_cpu_matmul(backend)
+    torch.set_float32_matmul_precision(before)
+    with cpu_matmul.scope(device):
+        assert torch.get_float32_matmul_precision() == inside
+    assert torch.get_float32_matmul_precision() == before
+
+
+@pytest.mark.parametrize("choice, inside", [("onednn", "medium"), ("blas", "highest")])
+def test_trainer_steps_and_evaluation_run_in_the_scope(monkeypatch, highest, choice, inside):
+    """The precision torch sees in the forward pass, in the backward pass and while evaluating: every
+    matmul of the model, fused or not (here CrossNetV2's nn.Linear layers), takes the chosen backend."""
+    monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: False)
+    cfg = make_cfg("model=crossnetv2", f"train.cpu_matmul={choice}", "train.tensorboard=false")
+    model = build_model(cfg, tiny_features(), tasks("ctr"))
+    seen: list[tuple[str, str]] = []
+    model.register_forward_hook(lambda *_: seen.append(("forward", torch.get_float32_matmul_precision())))
+    param = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Linear))
+    param.register_hook(lambda g: seen.append(("backward", torch.get_float32_matmul_precision())))
+    trainer = Trainer(model, cfg, log=lambda s: None)
+    batch = tiny_batch(16)
+    trainer.train_step(batch, [p for p in model.parameters() if p.requires_grad])
+    trainer.predict(TensorSplit(batch.cat, batch.num, dict(batch.labels)))
+    assert seen == [("forward", inside), ("backward", inside), ("forward", inside)]
+    assert torch.get_float32_matmul_precision() == "highest"

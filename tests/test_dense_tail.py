@@ -69,12 +69,13 @@ BLOCKS = {
 
 @pytest.fixture(params=["blas", "onednn"])
 def matmul_backend(request):
-    """Each backend of the fused kernels' matmuls (nn/cpu_matmul.py), where this CPU allows it."""
+    """Each backend of the float32 matmuls (nn/cpu_matmul.py), where this CPU allows it: the test runs in its scope."""
     if request.param == "onednn" and cpu_matmul.medium_matmul_rounds():
         pytest.skip("oneDNN's float32 matmuls round to bfloat16 on this CPU (AMX): train.cpu_matmul=onednn is refused")
     before = cpu_matmul.backend()
     cpu_matmul.use_cpu_matmul(request.param)
-    yield request.param
+    with cpu_matmul.scope():
+        yield request.param
     cpu_matmul.use_cpu_matmul(before)
 
 

@@ -166,3 +166,27 @@ def test_scoring_runs_at_exact_float32_matmul_precision(run):
     torch.set_float32_matmul_precision("medium")  # e.g. left by a Trainer with train.matmul_precision=medium
     load_run_model(run_dir)
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+@pytest.mark.parametrize("vendor, backend", [("AuthenticAMD", "medium"), ("GenuineIntel", "highest")])
+def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(run, tmp_path, monkeypatch, vendor, backend):
+    """train.cpu_matmul=auto scores through oneDNN (float32 matmul precision medium while the model runs)
+    on an AMD CPU where medium does not round, through BLAS elsewhere; highest is restored after."""
+    from mtl_final import predict as predict_module
+    from mtl_final.nn import cpu_matmul
+
+    root, run_dir, _ = run
+    monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: False)
+    monkeypatch.setattr(cpu_matmul, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(cpu_matmul, "_backend", cpu_matmul._backend)  # restored after the test
+    seen: list[str] = []
+
+    def load_recording(run_dir):
+        model, encoders, cfg = load_run_model(run_dir)
+        model.register_forward_hook(lambda *_: seen.append(torch.get_float32_matmul_precision()))
+        return model, encoders, cfg
+
+    monkeypatch.setattr(predict_module, "load_run_model", load_recording)
+    _quiet(run_dir, root / "test.csv", tmp_path / "pred.csv", batch_size=64)
+    assert seen == [backend, backend]  # 100 rows in batches of 64
+    assert torch.get_float32_matmul_precision() == "highest"

@@ -1,11 +1,12 @@
-"""The float32 matmuls of the fused dense layers (nn/dense_tail.py) on CPU: PyTorch's BLAS or oneDNN.
+"""Which library multiplies float32 matrices on CPU while a model trains or scores: BLAS or oneDNN.
 
 torch's CPU build multiplies float32 matrices with MKL, which on AMD CPUs runs well below what
 oneDNN's kernels reach on the same cores (README: `train.cpu_matmul`, the `_epyc` speed rows). torch
-hands a float32 matmul to oneDNN only under float32 matmul precision "medium", and there oneDNN may
-multiply bfloat16-rounded inputs: it does with AMX, not without (`medium_matmul_rounds` checks this
-machine). So where medium does not round, `mm` takes oneDNN by switching to medium for that one
-call: still IEEE float32 products and sums, in oneDNN's order.
+hands a float32 matmul (mm, addmm/linear, bmm, matmul, einsum) to oneDNN only under float32 matmul
+precision "medium", and there oneDNN may multiply bfloat16-rounded inputs: it does with AMX, not
+without (`medium_matmul_rounds` checks this machine). So where medium does not round, `scope` takes
+oneDNN by switching to medium while a forward/backward pass or a scoring loop runs: still IEEE
+float32 products and sums, in oneDNN's order.
 
 train.cpu_matmul: auto = oneDNN on AMD CPUs where medium does not round, else BLAS | blas | onednn.
 Process-wide, like train.kernels; the choice depends only on the machine, so a resumed run on the same
@@ -13,8 +14,10 @@ machine takes the same path.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -27,13 +30,13 @@ _backend: str | None = None  # resolved from "auto" on first use, unless use_cpu
 @cache
 def medium_matmul_rounds() -> bool:
     """Whether float32 matmul precision "medium" multiplies bfloat16-rounded inputs on this CPU: a small
-    and a FINAL-sized matmul, each compared with the exact and the bfloat16-input product (rounded
-    where either is nearer the latter). The setting is restored."""
+    and a FINAL-sized mm and an attention-sized bmm, each compared with the exact and the bfloat16-input
+    product (rounded where either is nearer the latter). The setting is restored."""
     gen = torch.Generator().manual_seed(0)
     before = torch.get_float32_matmul_precision()
     try:
-        for rows, inner, cols in ((256, 64, 128), (1024, 400, 400)):
-            a, b = torch.randn(rows, inner, generator=gen), torch.randn(inner, cols, generator=gen)
+        for a_shape, b_shape in (((256, 64), (64, 128)), ((1024, 400), (400, 400)), ((512, 10, 16), (512, 16, 10))):
+            a, b = torch.randn(a_shape, generator=gen), torch.randn(b_shape, generator=gen)
             torch.set_float32_matmul_precision("highest")
             exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()
             torch.set_float32_matmul_precision("medium")
@@ -67,24 +70,28 @@ def resolve(choice: str, strict: bool = True) -> str:
 
 
 def use_cpu_matmul(choice: str, strict: bool = True) -> str:
-    """Select the backend of `mm` for this process; returns the one chosen ("blas" or "onednn")."""
+    """Select the backend `scope` takes for this process; returns the one chosen ("blas" or "onednn")."""
     global _backend
     _backend = resolve(choice, strict)
     return _backend
 
 
 def backend() -> str:
-    """The backend `mm` uses: the selected one, or "auto"'s choice for this machine."""
+    """The backend `scope` takes: the selected one, or "auto"'s choice for this machine."""
     return _backend if _backend is not None else use_cpu_matmul("auto")
 
 
-def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a [m, k] @ b [k, n] (float32, CPU) through the selected backend."""
+@contextmanager
+def scope(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block's CPU float32 matmuls on the selected backend: for oneDNN, float32 matmul precision
+    "medium" while the block runs (the previous setting is restored). Nothing changes on other devices,
+    where medium means TF32/bfloat16, or where the precision already is medium."""
     precision = torch.get_float32_matmul_precision()
-    if backend() == "blas" or precision == "medium":
-        return torch.mm(a, b)
+    if torch.device(device).type != "cpu" or precision == "medium" or backend() == "blas":
+        yield
+        return
     torch.set_float32_matmul_precision("medium")
     try:
-        return torch.mm(a, b)
+        yield
     finally:
         torch.set_float32_matmul_precision(precision)

@@ -2,9 +2,9 @@
 CPU op, with the same parameters and running statistics as the modules it stands for.
 
 `fused_unit(layer, bn, act)` says whether a (layer, BatchNorm1d, activation) triple of a dense stack
-can run fused; `dense_tail(unit, x)` runs it. The matmuls stay in PyTorch (MKL or oneDNN, see
-nn/cpu_matmul.py); the elementwise
-work runs in mtl_final/kernels/cpu_kernels.c (2 passes forward, 2 backward, instead of ~10 and ~12).
+can run fused; `dense_tail(unit, x)` runs it. The matmuls stay in PyTorch (MKL, or oneDNN inside
+nn/cpu_matmul.py's scope); the elementwise work runs in mtl_final/kernels/cpu_kernels.c (2 passes
+forward, 2 backward, instead of ~10 and ~12).
 Same mathematics as the unfused modules; float sums in another order, and dropout masks drawn by a
 counter-based hash keyed from PyTorch's generator (so torch.manual_seed still fixes them).
 """
@@ -17,7 +17,6 @@ from torch import nn
 
 from mtl_final import kernels
 from mtl_final.kernels import ptr
-from mtl_final.nn import cpu_matmul
 from mtl_final.nn.dropout import ReLUDropout
 
 _THRESHOLD_LEVELS = 1 << 24
@@ -72,7 +71,7 @@ class _DenseTail(torch.autograd.Function):
     def forward(ctx, x, weight, bias, gamma, beta, unit: FusedUnit):
         lib = kernels.library()
         x = x.contiguous()
-        z = cpu_matmul.mm(x, weight.t())
+        z = torch.mm(x, weight.t())
         rows, width = z.shape
         o = torch.empty_like(z)
         passed = torch.empty(z.shape, dtype=torch.uint8)  # 1 where o > 0: all backward needs of o
@@ -106,15 +105,15 @@ class _DenseTail(torch.autograd.Function):
             ctx.steps, ctx.scale, ptr(dz), ptr(dgamma), ptr(dbeta), ptr(dbias), torch.get_num_threads(),
         ):
             raise MemoryError("dense_tail_backward: out of memory for per-thread sums")
-        dx = cpu_matmul.mm(dz, weight) if ctx.needs_input_grad[0] else None
-        dweight = cpu_matmul.mm(dz.t(), x) if ctx.needs_input_grad[1] else None
+        dx = torch.mm(dz, weight) if ctx.needs_input_grad[0] else None
+        dweight = torch.mm(dz.t(), x) if ctx.needs_input_grad[1] else None
         return dx, dweight, dbias, dgamma, dbeta, None
 
 
 def _eval_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
     """Evaluation (running statistics, no dropout, no autograd): one pass, in place in the matmul output."""
     bn = unit.bn
-    z = cpu_matmul.mm(x.contiguous(), unit.linear.weight.t())
+    z = torch.mm(x.contiguous(), unit.linear.weight.t())
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
     bias = _bias(unit.linear)  # held: the kernel reads it through a raw pointer

@@ -8,9 +8,9 @@ last.pt after every validation, which `restore` continues exactly. train.precisi
 forward passes (training and evaluation) under bfloat16 autocast; weights, optimizer state,
 logits and losses stay float32. train.matmul_precision sets torch's float32 matmul precision (medium:
 bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN; elsewhere float32 accuracy).
-train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense_tail.py), whose matmuls
-train.cpu_matmul sends to MKL or oneDNN (mtl_final/nn/cpu_matmul.py). All are process-wide, like the
-thread count.
+train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense_tail.py);
+train.cpu_matmul sends the float32 matmuls of training steps and evaluation on CPU to MKL or oneDNN
+(mtl_final/nn/cpu_matmul.py). All are process-wide, like the thread count.
 
 Under torchrun (`dist`, see mtl_final/distributed.py) each rank trains on its shard of every global
 batch through DistributedDataParallel, evaluation gathers every rank's predictions, and rank 0 alone
@@ -123,7 +123,7 @@ class Trainer:
             data = TensorSplit(data.cat[lo:hi], data.num[lo:hi], {t: y[lo:hi] for t, y in data.labels.items()})
         chunks: dict[str, list[torch.Tensor]] = {}
         for batch in BatchLoader(data, self.t["eval_batch_size"], shuffle=False):
-            with self.autocast():
+            with cpu_matmul.scope(self.device), self.autocast():
                 out = self.model(batch.to(self.device))
             for name, p in out.probs.items():
                 chunks.setdefault(name, []).append(p.float())
@@ -261,11 +261,12 @@ class Trainer:
     def train_step(self, batch: Any, params: list[nn.Parameter]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimizer step on `batch`: forward (under `autocast`), loss, backward, clipping, update.
         Returns the total loss and its named parts."""
-        with self.autocast():
-            out = self.net(batch)
-        loss, parts = self.model.loss(out, batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with cpu_matmul.scope(self.device):
+            with self.autocast():
+                out = self.net(batch)
+            loss, parts = self.model.loss(out, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if self.t["grad_clip_norm"]:
             nn.utils.clip_grad_norm_(params, self.t["grad_clip_norm"], foreach=True)
         self.optimizer.step()

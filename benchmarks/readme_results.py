@@ -40,7 +40,7 @@ SPEED_VARIANTS = (  # JSON suffix, overrides, comment
     ("_medium", " train.matmul_precision=medium", "# float32, matmuls on bfloat16-rounded inputs (AMX)"),
     ("_epyc", "", "# float32, fused CPU kernels, on an AMD EPYC (no AMX): matmuls on oneDNN (auto)"),
     ("_epyc_medium", " train.matmul_precision=medium", "# the same EPYC: no AMX, so no bfloat16 rounding"),
-    ("_epyc_blas", " train.cpu_matmul=blas", "# the same EPYC, fused kernels' matmuls on MKL"),
+    ("_epyc_blas", " train.cpu_matmul=blas", "# the same EPYC, matmuls on MKL"),
 )
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
@@ -321,12 +321,13 @@ def results_section() -> str:
         "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json`\n"
         "(every epoch's time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the\n"
         "revision measured; `cpu`, the model and its bfloat16 / AVX-512 flags, – where a JSON predates it: those\n"
-        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, the fused kernels' matmul backend, `train.cpu_matmul`,\n"
-        "blas where a JSON predates the option). probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that\n"
-        "epoch, and steal: the share of CPU time the hypervisor gave elsewhere during it (– where a JSON\n"
-        "predates them). Epoch times on this shared VM drift by ±25% and more between runs minutes apart, so two\n"
-        "revisions, or two settings of one revision (`--head-override`), are compared by interleaving single\n"
-        "runs (`benchmarks/speed_ab.py`):",
+        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, `train.cpu_matmul`'s float32 matmul backend, blas where\n"
+        "a JSON predates the option; up to b4361b2 it covered the fused kernels' matmuls only, since 82b311b every one).\n"
+        "probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that epoch, and steal:\n"
+        "the share of CPU time the hypervisor gave elsewhere during it (– where a JSON predates them). Epoch\n"
+        "times on this shared VM drift by ±25% and more between runs minutes apart, so two revisions, or two\n"
+        "settings of one revision (`--head-override`), are compared by interleaving single runs\n"
+        "(`benchmarks/speed_ab.py`):",
         "",
         *("    " + ab_command(ab, name) for ab, name, _ in abs_),
         "",

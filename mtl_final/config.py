@@ -120,8 +120,8 @@ DEFAULTS: dict[str, Any] = {
         # native = fused C kernels for dense layers on CPU (built on first use; PyTorch ops where a layer,
         # device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
         "kernels": "native",
-        # matmuls of the fused kernels: auto = oneDNN on AMD CPUs where it stays IEEE float32 (no AMX),
-        # else BLAS (MKL) | blas | onednn (mtl_final/nn/cpu_matmul.py)
+        # float32 matmuls of training and scoring on CPU: auto = oneDNN on AMD CPUs where it stays IEEE
+        # float32 (no AMX), else BLAS (MKL) | blas | onednn (mtl_final/nn/cpu_matmul.py)
         "cpu_matmul": "auto",
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "progress": True,

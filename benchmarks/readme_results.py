@@ -15,7 +15,7 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
 with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD on the AMD EPYC,
 where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul}.json (`benchmarks/speed_ab.py`),
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
 frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
@@ -57,6 +57,10 @@ AB_RUNS = (  # JSON under results/, what head changed against base
     ("epoch_speed_ab_export.json", "the ONNX export work (on the training path: two torch.export flag reads)"),
     ("epoch_speed_ab_export2.json", "the same, again"),
     ("epoch_speed_ab_cpu_matmul.json", "train.cpu_matmul=onednn against blas, one revision, on the AMD EPYC"),
+    ("epoch_speed_ab_cpu_matmul_scope_final_2b_kd.json",
+     "FINAL(2B)+KD: oneDNN for every float32 matmul against the fused kernels' only (EPYC)"),
+    ("epoch_speed_ab_cpu_matmul_scope_dcnv2.json", "DCNv2 (cross layers unfused): the same change"),
+    ("epoch_speed_ab_cpu_matmul_scope_autoint.json", "AutoInt+ (attention unfused): the same change"),
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
@@ -356,9 +360,10 @@ def results_section() -> str:
         "",
         first_table(section(medium, "## 95% interval")),
         "",
-        "`train.cpu_matmul=onednn` keeps IEEE float32 and changes only the summation order of the fused\n"
-        "kernels' matmuls. FINAL(2B)+KD with the acceptance seeds on the AMD EPYC, where the default `auto`\n"
-        "takes it (the MKL path's runs are the float32 acceptance table above, `results/frappe_x1_native/`):",
+        "`train.cpu_matmul=onednn` keeps IEEE float32 and changes only the summation order of the float32\n"
+        "matmuls (since 82b311b all of them). FINAL(2B)+KD with the acceptance seeds on the AMD EPYC, where the\n"
+        "default `auto` takes it (the MKL path's runs are the float32 acceptance table above,\n"
+        "`results/frappe_x1_native/`):",
         "",
         "    " + ONEDNN_CMD,
         "",

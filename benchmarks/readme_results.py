@@ -15,7 +15,8 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
 with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD on the AMD EPYC,
 where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
+(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,
+cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
 frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
@@ -325,8 +326,9 @@ def results_section() -> str:
         "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas}.json`\n"
         "(every epoch's time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the\n"
         "revision measured; `cpu`, the model and its bfloat16 / AVX-512 flags, – where a JSON predates it: those\n"
-        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, `train.cpu_matmul`'s float32 matmul backend, blas where\n"
-        "a JSON predates the option; up to b4361b2 it covered the fused kernels' matmuls only, since 82b311b every one).\n"
+        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, `train.cpu_matmul`'s float32 matmul backend,\n"
+        "blas where a JSON predates the option; up to b4361b2 it covered the fused kernels' matmuls only,\n"
+        "since 82b311b every one).\n"
         "probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that epoch, and steal:\n"
         "the share of CPU time the hypervisor gave elsewhere during it (– where a JSON predates them). Epoch\n"
         "times on this shared VM drift by ±25% and more between runs minutes apart, so two revisions, or two\n"

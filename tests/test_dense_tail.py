@@ -69,7 +69,8 @@ BLOCKS = {
 
 @pytest.fixture(params=["blas", "onednn"])
 def matmul_backend(request):
-    """Each backend of the float32 matmuls (nn/cpu_matmul.py), where this CPU allows it: the test runs in its scope."""
+    """Each backend of the float32 matmuls (nn/cpu_matmul.py), where this CPU allows it; the test runs
+    inside its scope."""
     if request.param == "onednn" and cpu_matmul.medium_matmul_rounds():
         pytest.skip("oneDNN's float32 matmuls round to bfloat16 on this CPU (AMX): train.cpu_matmul=onednn is refused")
     before = cpu_matmul.backend()

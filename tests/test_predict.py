@@ -15,6 +15,8 @@ from mtl_final.data.features import Batch
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
+from mtl_final.nn import cpu_matmul
+import mtl_final.predict as predict_module
 from mtl_final.predict import load_run_model, main as predict_main, predict
 from tests.test_trainer import train_tiny_esmm
 
@@ -172,9 +174,6 @@ def test_scoring_runs_at_exact_float32_matmul_precision(run):
 def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(run, tmp_path, monkeypatch, vendor, backend):
     """train.cpu_matmul=auto scores through oneDNN (float32 matmul precision medium while the model runs)
     on an AMD CPU where medium does not round, through BLAS elsewhere; highest is restored after."""
-    from mtl_final import predict as predict_module
-    from mtl_final.nn import cpu_matmul
-
     root, run_dir, _ = run
     monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: False)
     monkeypatch.setattr(cpu_matmul, "cpu_vendor", lambda: vendor)

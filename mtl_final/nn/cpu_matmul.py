@@ -35,7 +35,8 @@ def medium_matmul_rounds() -> bool:
     gen = torch.Generator().manual_seed(0)
     before = torch.get_float32_matmul_precision()
     try:
-        for a_shape, b_shape in (((256, 64), (64, 128)), ((1024, 400), (400, 400)), ((512, 10, 16), (512, 16, 10))):
+        shapes = (((256, 64), (64, 128)), ((1024, 400), (400, 400)), ((512, 10, 16), (512, 16, 10)))
+        for a_shape, b_shape in shapes:
             a, b = torch.randn(a_shape, generator=gen), torch.randn(b_shape, generator=gen)
             torch.set_float32_matmul_precision("highest")
             exact, rounded = a @ b, a.bfloat16().float() @ b.bfloat16().float()

@@ -174,7 +174,7 @@ def main() -> None:
         "threads": args.threads, "processes": dist.world_size, "precision": cfg["train"]["precision"],
         "matmul_precision": cfg["train"]["matmul_precision"],
         "kernels": "native" if uses_kernels else "torch",
-        "cpu_matmul": trainer.cpu_matmul,  # the fused kernels' matmuls: blas (MKL) or onednn
+        "cpu_matmul": trainer.cpu_matmul,  # the float32 matmuls' backend: blas (MKL) or onednn
         "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),

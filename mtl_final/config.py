@@ -117,8 +117,8 @@ DEFAULTS: dict[str, Any] = {
         # float32 matmuls (torch.set_float32_matmul_precision, process-wide): highest = IEEE float32 |
         # high = TF32 where the hardware has it | medium = also bfloat16 inputs, float32 sums (AMX CPUs)
         "matmul_precision": "highest",
-        # native = fused C kernels for dense layers on CPU (built on first use; PyTorch ops where a layer,
-        # device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
+        # native = fused C kernels for dense layers and AutoInt's attention on CPU (built on first use; PyTorch
+        # ops where a layer, device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
         "kernels": "native",
         # float32 matmuls of training and scoring on CPU: auto = oneDNN on AMD CPUs where it stays IEEE
         # float32 (no AMX), else BLAS (MKL) | blas | onednn (mtl_final/nn/cpu_matmul.py)

@@ -43,6 +43,8 @@ _SIGNATURES = {
     "dense_tail_forward_eval": (None, [_P, _P, _P, _P, _I64, _I64, _I, _P, _I]),
     "dense_tail_backward": (_I, [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I, _F, _P, _P, _P, _P, _I]),
     "embedding_backward": (_I64, [_P, _P, _I64, _I64, _I64, _P, _P, _P, _I]),
+    "field_attention_forward": (_I, [_P, _P, _P, _P, _I64, _I64, _I64, _I64, _F, _P, _P, _I]),
+    "field_attention_backward": (_I, [_P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _F, _P, _P, _P, _P, _I]),
 }
 
 

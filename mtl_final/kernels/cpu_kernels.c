@@ -1,5 +1,6 @@
 /* CPU kernels of mtl_final (built and loaded by mtl_final/kernels/__init__.py). Most of this file is
-   the fused elementwise tail of one dense layer; the embedding backward is at the end.
+   the fused elementwise tail of one dense layer; the embedding backward and the self-attention over
+   fields follow it.
 
    One dense layer's elementwise tail:
 
@@ -23,6 +24,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* SplitMix64's output function (Steele, Lea and Flood 2014): a bijection of 64 bits. */
 static inline uint64_t splitmix64(uint64_t z) {
@@ -273,4 +275,243 @@ int64_t embedding_backward(const float *restrict grad, const int64_t *restrict i
         }
     }
     return bad;
+}
+
+/* Multi-head self-attention over fields (AutoInt's interacting layer). For sample b and head h, with
+   Q, K, V, R the [F, d] blocks of columns h*d .. h*d+d-1 of q, k, v, r [B, F, H*d] (row stride H*d):
+
+       S = scale * Q K^T        [F, F]
+       A = softmax of each row of S
+       out = ReLU(A V + R)      R absent (NULL): out = ReLU(A V)
+
+   att [B, H, F, F] receives A. Autograd's path copies q, k, v into head-major layout and runs batched
+   matmuls of 8192 tiny [F, d] matrices, whose loops are too short to vectorise. Here the SIMD lanes
+   are samples: a thread copies one head of LANES consecutive samples into [rows][cols][LANES]
+   scratch, so every product above is a fixed-width vector operation across the LANES samples, and
+   copies the results back. Lanes past the batch's end hold zeros and are not written back. Each
+   sample's sums run in a fixed order, so results depend neither on the thread count nor on which
+   samples share a chunk. */
+
+#define LANES 16
+
+/* rows x cols floats of each lane (lane l at src + l * lane_stride, row stride row_stride) into
+   dst[(i * cols + c) * LANES + l]; lanes l >= n are zeroed. */
+static void to_lanes(const float *restrict src, int64_t lane_stride, int64_t row_stride, int64_t rows,
+                     int64_t cols, int64_t n, float *restrict dst) {
+    if (n < LANES) {
+        memset(dst, 0, (size_t)rows * cols * LANES * sizeof(float));
+        for (int64_t l = 0; l < n; l++)
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t c = 0; c < cols; c++) dst[(i * cols + c) * LANES + l] = src[l * lane_stride + i * row_stride + c];
+        return;
+    }
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < cols; c++) {
+            float *t = dst + (i * cols + c) * LANES;
+            const float *s = src + i * row_stride + c;
+            for (int l = 0; l < LANES; l++) t[l] = s[l * lane_stride];
+        }
+}
+
+/* The inverse of to_lanes for lanes l < n. */
+static void from_lanes(const float *restrict src, int64_t rows, int64_t cols, int64_t n, float *restrict dst,
+                       int64_t lane_stride, int64_t row_stride) {
+    for (int64_t l = 0; l < n; l++) {
+        float *t = dst + l * lane_stride;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = 0; c < cols; c++) t[i * row_stride + c] = src[(i * cols + c) * LANES + l];
+    }
+}
+
+/* Output columns per pass of the lane matmuls: independent accumulators hide the FMA latency. */
+#define COLS 4
+
+/* out[i][j] = sum over m < inner, in order, of a[i][m] * b[m][j] per lane, with a's element (i, m) at
+   a[(i * a_row + m * a_col) * LANES] (a_row, a_col = inner, 1 for a, = 1, rows for its transpose) and
+   b [inner][cols]; all [..][LANES]. */
+static void lane_matmul(const float *restrict a, int64_t a_row, int64_t a_col, const float *restrict b,
+                        int64_t rows, int64_t inner, int64_t cols, float *restrict out) {
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t j = 0;
+        for (; j + COLS <= cols; j += COLS) {
+            float acc[COLS][LANES] = {{0.0f}};
+            for (int64_t m = 0; m < inner; m++) {
+                const float *am = a + (i * a_row + m * a_col) * LANES, *bm = b + (m * cols + j) * LANES;
+                for (int t = 0; t < COLS; t++)
+                    for (int l = 0; l < LANES; l++) acc[t][l] += am[l] * bm[t * LANES + l];
+            }
+            for (int t = 0; t < COLS; t++)
+                for (int l = 0; l < LANES; l++) out[(i * cols + j + t) * LANES + l] = acc[t][l];
+        }
+        for (; j < cols; j++) {
+            float acc[LANES] = {0.0f};
+            for (int64_t m = 0; m < inner; m++) {
+                const float *am = a + (i * a_row + m * a_col) * LANES, *bm = b + (m * cols + j) * LANES;
+                for (int l = 0; l < LANES; l++) acc[l] += am[l] * bm[l];
+            }
+            for (int l = 0; l < LANES; l++) out[(i * cols + j) * LANES + l] = acc[l];
+        }
+    }
+}
+
+/* out[i][j] = scale * sum over m < inner, in order, of a[i][m] * b[j][m] per lane (a [rows][inner],
+   b [cols][inner]). */
+static void lane_matmul_bt(const float *restrict a, const float *restrict b, int64_t rows, int64_t inner,
+                           int64_t cols, float scale, float *restrict out) {
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t j = 0;
+        for (; j + COLS <= cols; j += COLS) {
+            float acc[COLS][LANES] = {{0.0f}};
+            for (int64_t m = 0; m < inner; m++) {
+                const float *am = a + (i * inner + m) * LANES;
+                for (int t = 0; t < COLS; t++) {
+                    const float *bm = b + ((j + t) * inner + m) * LANES;
+                    for (int l = 0; l < LANES; l++) acc[t][l] += am[l] * bm[l];
+                }
+            }
+            for (int t = 0; t < COLS; t++)
+                for (int l = 0; l < LANES; l++) out[(i * cols + j + t) * LANES + l] = scale * acc[t][l];
+        }
+        for (; j < cols; j++) {
+            float acc[LANES] = {0.0f};
+            for (int64_t m = 0; m < inner; m++) {
+                const float *am = a + (i * inner + m) * LANES, *bm = b + (j * inner + m) * LANES;
+                for (int l = 0; l < LANES; l++) acc[l] += am[l] * bm[l];
+            }
+            for (int l = 0; l < LANES; l++) out[(i * cols + j) * LANES + l] = scale * acc[l];
+        }
+    }
+}
+
+/* exp(x) for x <= 0 (a softmax's shifted scores), within ~2 ulp of expf: x = n ln2 + r with
+   n = round(x / ln2) (by adding 1.5 * 2^23, whose float's low mantissa bits then hold n), exp(r) by
+   Cephes' degree-7 polynomial, 2^n built in the exponent bits. x < -87 gives 0 (expf gives a
+   denormal or 0 there). No calls, branches or int conversions, so the compiler vectorises it. */
+static void lane_exp(float *restrict x) {
+    for (int l = 0; l < LANES; l++) {
+        const float v = x[l] > -87.0f ? x[l] : -87.0f;
+        union { float f; int32_t i; } t = { .f = v * 1.44269504088896341f + 12582912.0f };
+        const float n = t.f - 12582912.0f;
+        const float r = (v - n * 0.693359375f) + n * 2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        union { int32_t i; float f; } two_n = { .i = (t.i - 0x4B400000 + 127) * (1 << 23) };
+        x[l] = x[l] < -87.0f ? 0.0f : (p * r * r + r + 1.0f) * two_n.f;
+    }
+}
+
+/* Softmax over g of s[(f * F + g) * LANES + l] for every row f and lane l, in place. */
+static void lane_softmax_rows(float *restrict s, int64_t F) {
+    for (int64_t f = 0; f < F; f++) {
+        float *row = s + f * F * LANES, top[LANES], sum[LANES] = {0.0f};
+        for (int l = 0; l < LANES; l++) top[l] = row[l];
+        for (int64_t g = 1; g < F; g++)
+            for (int l = 0; l < LANES; l++) top[l] = row[g * LANES + l] > top[l] ? row[g * LANES + l] : top[l];
+        for (int64_t g = 0; g < F; g++) {
+            float *e = row + g * LANES;
+            for (int l = 0; l < LANES; l++) e[l] -= top[l];
+            lane_exp(e);
+            for (int l = 0; l < LANES; l++) sum[l] += e[l];
+        }
+        for (int l = 0; l < LANES; l++) sum[l] = 1.0f / sum[l];
+        for (int64_t g = 0; g < F; g++)
+            for (int l = 0; l < LANES; l++) row[g * LANES + l] *= sum[l];
+    }
+}
+
+/* Returns 0, or 1 when scratch memory could not be had. */
+int field_attention_forward(const float *restrict q, const float *restrict k, const float *restrict v,
+                            const float *restrict r, int64_t B, int64_t F, int64_t H, int64_t d, float scale,
+                            float *restrict out, float *restrict att, int nt) {
+    const int64_t HD = H * d, block = F * d * LANES, chunks = (B + LANES - 1) / LANES;
+    const int64_t per_thread = 4 * block + F * F * LANES;
+    float *scratch = malloc((size_t)nt * per_thread * sizeof(float));
+    if (!scratch) return 1;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *Q = scratch + (size_t)omp_get_thread_num() * per_thread, *K = Q + block, *V = K + block;
+        float *O = V + block, *A = O + block;
+        #pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks * H; c++) {
+            const int64_t b0 = (c / H) * LANES, h = c % H, n = B - b0 < LANES ? B - b0 : LANES;
+            const int64_t base = b0 * F * HD + h * d;
+            to_lanes(q + base, F * HD, HD, F, d, n, Q);
+            to_lanes(k + base, F * HD, HD, F, d, n, K);
+            to_lanes(v + base, F * HD, HD, F, d, n, V);
+            lane_matmul_bt(Q, K, F, d, F, scale, A);
+            lane_softmax_rows(A, F);
+            lane_matmul(A, F, 1, V, F, F, d, O);
+            from_lanes(A, F, F, n, att + (b0 * H + h) * F * F, H * F * F, F);
+            for (int64_t l = 0; l < n; l++)
+                for (int64_t f = 0; f < F; f++) {
+                    const int64_t at = base + l * F * HD + f * HD;
+                    for (int64_t j = 0; j < d; j++) {
+                        const float y = O[(f * d + j) * LANES + l] + (r ? r[at + j] : 0.0f);
+                        out[at + j] = y > 0.0f ? y : 0.0f;
+                    }
+                }
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+/* Backward of field_attention_forward, given grad = dL/d(out). With G = grad masked by out > 0:
+   dR = G, dV = A^T G, dA = G V^T, dS = A * (dA - rowsum(A * dA)), dQ = scale * dS K,
+   dK = scale * dS^T Q. dr may be NULL (no residual). Returns 0, or 1 when scratch memory could not
+   be had. */
+int field_attention_backward(const float *restrict grad, const float *restrict out, const float *restrict att,
+                             const float *restrict q, const float *restrict k, const float *restrict v,
+                             int64_t B, int64_t F, int64_t H, int64_t d, float scale, float *restrict dq,
+                             float *restrict dk, float *restrict dv, float *restrict dr, int nt) {
+    const int64_t HD = H * d, block = F * d * LANES, square = F * F * LANES, chunks = (B + LANES - 1) / LANES;
+    const int64_t per_thread = 5 * block + 3 * square;
+    float *scratch = malloc((size_t)nt * per_thread * sizeof(float));
+    if (!scratch) return 1;
+    #pragma omp parallel num_threads(nt)
+    {
+        float *Q = scratch + (size_t)omp_get_thread_num() * per_thread, *K = Q + block, *V = K + block;
+        float *G = V + block, *D = G + block, *A = D + block, *dA = A + square, *dS = dA + square;
+        #pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks * H; c++) {
+            const int64_t b0 = (c / H) * LANES, h = c % H, n = B - b0 < LANES ? B - b0 : LANES;
+            const int64_t base = b0 * F * HD + h * d;
+            for (int64_t l = 0; l < LANES; l++)
+                for (int64_t f = 0; f < F; f++) {
+                    const int64_t at = base + l * F * HD + f * HD;
+                    for (int64_t j = 0; j < d; j++) {
+                        const float gm = l < n && out[at + j] > 0.0f ? grad[at + j] : 0.0f;
+                        G[(f * d + j) * LANES + l] = gm;
+                        if (dr && l < n) dr[at + j] = gm;
+                    }
+                }
+            to_lanes(q + base, F * HD, HD, F, d, n, Q);
+            to_lanes(k + base, F * HD, HD, F, d, n, K);
+            to_lanes(v + base, F * HD, HD, F, d, n, V);
+            to_lanes(att + (b0 * H + h) * F * F, H * F * F, F, F, F, n, A);
+            lane_matmul(A, 1, F, G, F, F, d, D);  /* dV = A^T G */
+            from_lanes(D, F, d, n, dv + base, F * HD, HD);
+            lane_matmul_bt(G, V, F, d, F, 1.0f, dA);  /* dA = G V^T */
+            for (int64_t f = 0; f < F; f++) {
+                float s[LANES] = {0.0f};
+                for (int64_t g = 0; g < F; g++)
+                    for (int l = 0; l < LANES; l++) s[l] += A[(f * F + g) * LANES + l] * dA[(f * F + g) * LANES + l];
+                for (int64_t g = 0; g < F; g++)
+                    for (int l = 0; l < LANES; l++) {
+                        const int64_t e = (f * F + g) * LANES + l;
+                        dS[e] = scale * A[e] * (dA[e] - s[l]);
+                    }
+            }
+            lane_matmul(dS, F, 1, K, F, F, d, D);  /* dQ = dS K */
+            from_lanes(D, F, d, n, dq + base, F * HD, HD);
+            lane_matmul(dS, 1, F, Q, F, F, d, D);  /* dK = dS^T Q */
+            from_lanes(D, F, d, n, dk + base, F * HD, HD);
+        }
+    }
+    free(scratch);
+    return 0;
 }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_final.nn.fused_attention import can_fuse, field_attention
+
 SAM_INTERACTIONS = ("SAM2A", "SAM2E", "SAM3A", "SAM3E")
 
 
@@ -58,15 +60,22 @@ class MultiHeadSelfAttention(nn.Module):
         return x.view(b, f, self.num_heads, self.attention_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
-        """x [B, F, input_dim] → [B, F, H·d'] (and the attention [B, H, F, F] if asked)."""
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        """x [B, F, input_dim] → [B, F, H·d'] (and the attention [B, H, F, F] if asked). CPU float32
+        inputs run the attention core as one fused op (nn/fused_attention.py)."""
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        residual = self.residual(x) if self.residual is not None else None
+        if can_fuse(q):
+            scale = self.attention_dim**-0.5 if self.use_scale else 1.0
+            out, attention = field_attention(q, k, v, residual, self.num_heads, scale)
+            return (out, attention) if return_attention else out
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         scores = q @ k.transpose(-1, -2)  # [B, H, F, F]
         if self.use_scale:
             scores = scores / self.attention_dim**0.5
         attention = scores.softmax(dim=-1)
         out = (attention @ v).transpose(1, 2).flatten(2)  # [B, F, H·d'], heads concatenated
-        if self.residual is not None:
-            out = out + self.residual(x)
+        if residual is not None:
+            out = out + residual
         out = torch.relu(out)
         return (out, attention) if return_attention else out
 

@@ -50,3 +50,18 @@ def exact_float32_matmuls():
     torch.set_float32_matmul_precision("highest")
     yield
     torch.set_float32_matmul_precision("highest")
+
+
+@pytest.fixture
+def native_kernels():
+    """The fused CPU kernels, switched back to 'native' after the test; skip where they cannot be built
+    (fail under MTL_REQUIRE_NATIVE=1, which .ci/run sets)."""
+    from mtl_final import kernels
+
+    if kernels.library() is None:
+        reason = "fused CPU kernels could not be built here (no C compiler?)"
+        if os.environ.get("MTL_REQUIRE_NATIVE") == "1":
+            pytest.fail(f"{reason}; MTL_REQUIRE_NATIVE=1 requires them")
+        pytest.skip(reason)
+    yield
+    kernels.use_kernels("native")

@@ -31,15 +31,7 @@ from tests.test_precision import SMALL
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def native_kernels():
-    if kernels.library() is None:
-        reason = "fused CPU kernels could not be built here (no C compiler?)"
-        if os.environ.get("MTL_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"{reason}; MTL_REQUIRE_NATIVE=1 requires them")
-        pytest.skip(reason)
-    yield
-    kernels.use_kernels("native")
+pytestmark = pytest.mark.usefixtures("native_kernels")
 
 
 def _randomise_bn(block: nn.Module) -> None:

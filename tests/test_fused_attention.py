@@ -3,7 +3,6 @@ cpu_kernels.c): the same outputs, attention and gradients as the PyTorch path of
 MultiHeadSelfAttention in float64, for every shape class the lane layout treats differently."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -13,15 +12,7 @@ from mtl_final.nn.fused_attention import field_attention
 from mtl_final.nn.self_attention import MultiHeadSelfAttention
 
 
-@pytest.fixture(autouse=True)
-def native_kernels():
-    if kernels.library() is None:
-        reason = "fused CPU kernels could not be built here (no C compiler?)"
-        if os.environ.get("MTL_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"{reason}; MTL_REQUIRE_NATIVE=1 requires them")
-        pytest.skip(reason)
-    yield
-    kernels.use_kernels("native")
+pytestmark = pytest.mark.usefixtures("native_kernels")
 
 
 def _layer(input_dim, attention_dim, heads, use_residual, use_scale, seed=0):

@@ -119,3 +119,10 @@ def ptr(t: torch.Tensor) -> int:
     """Address of a tensor's first element, for a kernel argument. The caller keeps `t` alive
     (and contiguous, of the kernel's dtype) for the call."""
     return t.data_ptr()
+
+
+def can_run(x: torch.Tensor) -> bool:
+    """Whether a kernel may take input `x` here and now: a CPU float32 tensor, no CPU autocast, not
+    while torch.export traces (a ctypes call cannot be traced), and the library is loaded."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_exporting() and library() is not None)

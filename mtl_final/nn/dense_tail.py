@@ -55,9 +55,7 @@ def fused_unit(layer: nn.Module, bn: nn.Module, act: nn.Module) -> FusedUnit | N
 def can_fuse(x: torch.Tensor) -> bool:
     """Whether an input [batch, in_dim] may take the fused path here and now (never while torch.export
     traces: a ctypes call cannot be traced)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
-            and kernels.library() is not None)
+    return x.dim() == 2 and kernels.can_run(x)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:

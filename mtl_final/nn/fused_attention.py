@@ -18,9 +18,7 @@ from mtl_final.kernels import ptr
 def can_fuse(q: torch.Tensor) -> bool:
     """Whether projections [batch, F, H·d'] may take the fused path here and now (never under CPU
     autocast, nor while torch.export traces: a ctypes call cannot be traced)."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.dim() == 3
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_exporting()
-            and kernels.library() is not None)
+    return q.dim() == 3 and kernels.can_run(q)
 
 
 class _FieldAttention(torch.autograd.Function):

@@ -131,6 +131,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "distributed": {  # used only when torchrun starts several processes (WORLD_SIZE > 1)
         "backend": "auto",  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+        "sync_batchnorm": False,  # BatchNorm statistics over the global batch instead of each rank's share
     },
 }
 

@@ -11,10 +11,11 @@ Evaluation cuts the valid/test rows the same way and gathers the probabilities, 
 row; rank 0 computes them and broadcasts them, so that every rank takes the same schedule decision.
 Rank 0 alone writes the run directory.
 
-What differs from one process, by design: BatchNorm normalises with its rank's shard statistics (torch's
-SyncBatchNorm has no CPU implementation), running statistics follow rank 0's (DDP broadcasts rank 0's
-buffers before every training forward; `sync_buffers` does it before evaluation), and every rank draws
-dropout masks from its own generator stream.
+What differs from one process, by design: every rank draws dropout masks from its own generator
+stream, and by default BatchNorm normalises with its rank's shard statistics, with running statistics
+following rank 0's (DDP broadcasts rank 0's buffers before every training forward; `sync_buffers` does
+it before evaluation). `distributed.sync_batchnorm=true` normalises with the global batch's statistics
+instead (nn/cross_rank_batchnorm.py; torch's SyncBatchNorm has no CPU implementation).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from mtl_final.nn.cross_rank_batchnorm import convert_batchnorm
 
 T = TypeVar("T")
 
@@ -204,10 +207,13 @@ def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, ctx: DistContext, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
     """The module training calls: DistributedDataParallel around `model` (which broadcasts rank 0's
-    parameters at construction), or `model` itself in one process."""
+    parameters at construction), or `model` itself in one process. `sync_batchnorm` first turns every
+    BatchNorm1d of `model` into a CrossRankBatchNorm1d (statistics of the global batch), in place."""
     if not ctx.enabled:
         return model
+    if sync_batchnorm:
+        convert_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

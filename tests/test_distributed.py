@@ -154,15 +154,17 @@ def _load(path: Path) -> dict:
 
 
 @gloo
-def test_two_processes_take_exactly_the_steps_of_one(tmp_path):
-    # no BatchNorm (per-rank statistics) and no dropout (per-rank draws): the only difference left is
-    # the order of float sums. SGD, unlike Adam, would also see gradients summed instead of averaged.
+@pytest.mark.parametrize("batch_norm", ["tower.batch_norm=false", "distributed.sync_batchnorm=true"])
+def test_two_processes_take_exactly_the_steps_of_one(tmp_path, batch_norm):
+    # no dropout (per-rank draws), and BatchNorm either off or synced over ranks (per-rank statistics
+    # would differ): the only difference left is the order of float sums. SGD, unlike Adam, would also
+    # see gradients summed instead of averaged.
     # Batches of 65 rows give shards of 33 and 32 (the last batch of 15: 8 and 7), and cvr is averaged
     # over clicked rows only, which the two shards hold in different numbers: exact only if every
     # loss term divides by the global batch's count, the dual towers' self-distillation terms included.
     root = write_tiny_dataset(tmp_path / "data")
     args = [*tiny_overrides(root, tmp_path), "model=shared_bottom", "--tasks", "ctr,cvr",
-            "model.shared_units=[16]", "tower.batch_norm=false", "tower.dropout=0", "tower.dual=true",
+            "model.shared_units=[16]", batch_norm, "tower.dropout=0", "tower.dual=true",
             "tower.kd=true", "train.optimizer=sgd", "train.lr=0.05", "model.embedding_regularizer=0.01",
             "train.batch_size=65", "train.patience=5", "train.tensorboard=false", "train.num_threads=1"]
     two = torchrun("--out", str(tmp_path / "two"), *args)

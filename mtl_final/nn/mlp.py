@@ -20,9 +20,16 @@ class DenseStack(nn.Sequential):
     modules in turn.
     Shapes: [batch, in_dim] → [batch, out_dim]."""
 
-    def __init__(self, layers: Sequence[nn.Module], units: Sequence[FusedUnit] | None) -> None:
+    def __init__(self, layers: Sequence[nn.Module], slots: Sequence[tuple[int, int, int]]) -> None:
         super().__init__(*layers)
-        self.fused_units = list(units) if units else None
+        self.slots = list(slots)  # (layer, BatchNorm, activation) positions of each width
+
+    @property
+    def fused_units(self) -> list[FusedUnit] | None:
+        """Each width as a FusedUnit, or None where one cannot fuse. Read from the current modules, so
+        that a module swapped in later (e.g. CrossRankBatchNorm1d under DDP) is seen."""
+        units = [fused_unit(self[a], self[b], self[c]) for a, b, c in self.slots]
+        return units if units and all(units) else None
 
     def _hooked(self) -> bool:
         """Whether a forward hook watches a layer (the fused path would bypass it; torch keeps the
@@ -31,18 +38,22 @@ class DenseStack(nn.Sequential):
         return bool(module._global_forward_hooks or module._global_forward_pre_hooks) or any(
             m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
 
-    def _fuses(self, x: torch.Tensor) -> bool:
-        if not self.fused_units or not can_fuse(x) or self._hooked():
-            return False
-        if any(u.bn.training != self.training or u.act.training != self.training for u in self.fused_units):
-            return False  # e.g. BatchNorm frozen in eval mode while the rest trains: the modules do that
+    def _fusable(self, x: torch.Tensor) -> list[FusedUnit] | None:
+        """The fused units to run `x` through, or None where the modules must run."""
+        units = self.fused_units
+        if units is None or not can_fuse(x) or self._hooked():
+            return None
+        if any(u.bn.training != self.training or u.act.training != self.training for u in units):
+            return None  # e.g. BatchNorm frozen in eval mode while the rest trains: the modules do that
         # training: BatchNorm needs two rows (its own error otherwise); evaluation: no backward
-        return x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
+        fits = x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
+        return units if fits else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._fuses(x):
+        units = self._fusable(x)
+        if units is None:
             return super().forward(x)
-        for unit in self.fused_units:
+        for unit in units:
             x = dense_tail(unit, x)
         return x
 
@@ -56,10 +67,10 @@ def dense_stack(
     batch_norm: bool,
 ) -> tuple[DenseStack, int]:
     """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim).
-    ReLU + dropout is one in-place module (ReLUDropout); with BatchNorm and ReLU every width is also
-    a FusedUnit, which DenseStack runs as one fused op where it can."""
+    ReLU + dropout is one in-place module (ReLUDropout); with BatchNorm and ReLU every width may also
+    be a FusedUnit, which DenseStack runs as one fused op where it can."""
     layers: list[nn.Module] = []
-    fused: list[FusedUnit | None] = []
+    slots: list[tuple[int, int, int]] = []
     dim = in_dim
     for units in hidden_units:
         width = [make_layer(dim, units)]
@@ -71,10 +82,11 @@ def dense_stack(
             width.append(build_activation(activation, inplace=True))
             if dropout > 0:
                 width.append(Dropout(dropout))
-        fused.append(fused_unit(*width) if len(width) == 3 else None)
+        if len(width) == 3:
+            slots.append((len(layers), len(layers) + 1, len(layers) + 2))
         layers.extend(width)
         dim = units
-    return DenseStack(layers, fused if fused and all(fused) else None), dim
+    return DenseStack(layers, slots if len(slots) == len(hidden_units) else []), dim
 
 
 class MLPBlock(nn.Module):

@@ -78,7 +78,8 @@ class Trainer:
         self.t = cfg["train"]
         self.device = torch.device(device)
         self.dist = dist
-        self.net = distributed.wrap(self.model, dist, self.device)  # what training calls (DDP or the model)
+        # what training calls (DDP or the model)
+        self.net = distributed.wrap(self.model, dist, self.device, cfg["distributed"]["sync_batchnorm"])
         self.run_dir = Path(run_dir) if run_dir else None
         self.log = log
         self.gauc_column = gauc_column

@@ -111,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
         "lr_decay_factor": 0.1,
         "min_lr": 1.0e-6,
         "patience": 2,
+        "min_delta": 1.0e-6,  # an evaluation improves only when it beats the best monitor value by more
         "grad_clip_norm": 10.0,
         "num_threads": 0,  # 0 = torch default
         "precision": "fp32",  # fp32 | bf16 (autocast: matmuls in bfloat16, weights/heads/losses float32)
@@ -189,6 +190,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "train.lr_decay_factor": (0.0, 1.0),
     "train.min_lr": (0.0, None),
     "train.patience": (0, None),
+    "train.min_delta": (0.0, None),
     "train.grad_clip_norm": (0.0, None),
     "train.num_threads": (0, None),
     "train.max_steps": (0, None),

@@ -77,6 +77,23 @@ def test_plateau_schedule_decays_lr_and_stops_after_patience():
     assert trainer.best_epoch == 4 and trainer.best_value == pytest.approx(0.72)
 
 
+@pytest.mark.parametrize("min_delta, best_epoch, lrs, stops", [
+    # FuxiCTR's 1e-6: gains of 2e-7 are misses -> lr/10, then the second miss stops
+    (1e-6, 1, [1e-3, 1e-4, 1e-5], [False, False, True]),
+    (0.0, 4, [1e-3, 1e-3, 1e-3, 1e-3], [False, False, False, False]),  # every strict gain counts
+])
+def test_gains_up_to_min_delta_are_misses(min_delta, best_epoch, lrs, stops):
+    cfg = make_cfg("model=mlp", "block.hidden_units=[4]", "train.patience=2", f"train.min_delta={min_delta}")
+    model = build_model(cfg, tiny_features(), tasks("ctr"))
+    trainer = ScriptedTrainer(model, cfg, log=lambda s: None, script=[0.8, 0.8000002, 0.8000004, 0.8000006])
+    seen_lrs, seen_stops = [], []
+    for epoch in range(1, len(lrs) + 1):
+        seen_stops.append(trainer._evaluate_and_schedule(None, epoch, 0.0, 0.0))
+        seen_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    assert seen_lrs == pytest.approx(lrs, rel=1e-9) and seen_stops == stops
+    assert trainer.best_epoch == best_epoch
+
+
 def test_fit_reloads_best_weights(tmp_path):
     root = write_tiny_dataset(tmp_path / "data")
     cfg = load_config(None, tiny_overrides(root, tmp_path) + ["model=mlp", "tasks=[ctr]", "train.epochs=4",

@@ -125,7 +125,8 @@ class RankingModel(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Paper init: Linear Xavier-normal with zero bias; embeddings N(0, 1e-4²) with zero padding rows.
+        """Paper init: Linear Xavier-normal with zero bias; embeddings N(0, 1e-4²) with zero padding rows,
+        numeric-field vectors Xavier-normal as the Linear(1, dim) they stand for.
         Modules with their own init (FieldGate, interaction layers) keep it."""
         for module in self.modules():
             if isinstance(module, nn.Linear):

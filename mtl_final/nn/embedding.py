@@ -1,6 +1,8 @@
 """FeatureEmbedding: the shared bottom that turns encoded fields into vectors."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -82,7 +84,9 @@ class FeatureEmbedding(nn.Module):
         nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
         if self.offsets.numel():
             self.table.weight.index_fill_(0, self.offsets, 0.0)  # each field's padding row (its index 0)
-        nn.init.normal_(self.numeric, std=EMBEDDING_INIT_STD)
+        # a numeric field's w_f is FuxiCTR's Linear(1, dim, bias=False) weight, which takes the
+        # Xavier-normal init of every Linear there, not the embedding init
+        nn.init.normal_(self.numeric, std=math.sqrt(2.0 / (1 + self.dim)))
 
     @property
     def num_fields(self) -> int:

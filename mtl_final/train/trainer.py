@@ -288,7 +288,8 @@ class Trainer:
         record = {"epoch": epoch, "step": self.global_step, "train_loss": train_loss, "lr": lr,
                   "monitor": value, "valid": metrics, "seconds": time.perf_counter() - start}
         self.history.append(record)
-        improved = math.isfinite(value) and self.sign * value > self.best_value
+        # FuxiCTR's min_delta: a gain of at most 1e-6 is a miss (the lr drops, patience runs)
+        improved = math.isfinite(value) and self.sign * value > self.best_value + self.t["min_delta"]
         if improved:
             self.best_value = self.sign * value
             self.best_epoch = epoch

@@ -12,6 +12,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -164,6 +165,15 @@ FREE_FORM: dict[str, type | None] = {
     "model.task_weights": float,
 }
 
+# The keys a free-form dict may hold, where they are a fixed set (data.simulator: the arguments of
+# mtl_final.data.simulator.ensure_simulated).
+FREE_FORM_KEYS: dict[str, tuple[str, ...]] = {
+    "data.simulator": ("n_rows", "seed", "splits", "format", "chunk_rows"),
+}
+
+# Path keys: a leading ~ is expanded when the config is resolved.
+PATH_KEYS: tuple[str, ...] = ("data.schema", "data.root", "data.cache_dir")
+
 # Keys whose default is None but whose non-None value has a known shape: a prototype value that
 # is type-checked like a default would be (``["x"]`` = list of str).
 NULLABLE_TYPES: dict[str, Any] = {
@@ -175,13 +185,14 @@ NULLABLE_TYPES: dict[str, Any] = {
 
 # Inclusive numeric bounds (low, high; None = open). For list keys they apply to every element.
 BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, 2**32 - 1),  # numpy's seed range
     "model.embedding_dim": (1, None),
     "model.embedding_regularizer": (0.0, None),
     "model.net_regularizer": (0.0, None),
     **{f"{s}.hidden_units": (1, None) for s in _BLOCK_SECTIONS},
     **{f"{s}.dropout": (0.0, 1.0) for s in _BLOCK_SECTIONS},
     **{f"{s}.num_steps": (1, None) for s in _BLOCK_SECTIONS},
-    "train.batch_size": (1, None),
+    "train.batch_size": (2, None),  # BatchNorm normalises at least 2 rows
     "train.eval_batch_size": (1, None),
     "train.lr": (0.0, None),
     "train.weight_decay": (0.0, None),
@@ -552,6 +563,9 @@ class _Validator:
         if out is _BAD:
             self.bad_type(path, proto, value)
             return value
+        if path in PATH_KEYS and isinstance(out, str):
+            out = os.path.expanduser(out)
+        self.finite(path, out)
         allowed = self.choices(path)
         if allowed is not None and out not in allowed:
             msg = f"config key {path!r} must be one of {allowed}, got {out!r}"
@@ -575,6 +589,12 @@ class _Validator:
                 self.errors.append(f"config key {path!r} must lie in [{lo}, {hi}], got {value!r}")
                 return
 
+    def finite(self, path: str, value: Any) -> None:
+        """NaN and ±inf pass every range check (comparisons with NaN are False): reject them here."""
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+            self.errors.append(f"config key {path!r} must be a finite number, got {value!r}")
+
     def free_form(self, value: Any, default: Any, path: str) -> Any:
         if value is None and default is None:
             return None
@@ -582,6 +602,13 @@ class _Validator:
             self.bad_type(path, {}, value)
             return value
         out = copy.deepcopy(dict(value))
+        allowed = FREE_FORM_KEYS.get(path)
+        for key in out if allowed is not None else ():
+            if key not in allowed:
+                msg = f"unknown config key '{path}.{key}'"
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                msg += f" — did you mean '{path}.{close[0]}'?" if close else f"; {path} takes {list(allowed)}"
+                self.errors.append(msg)
         entry_type = FREE_FORM[path]
         if entry_type is not None:
             proto = entry_type()
@@ -591,6 +618,7 @@ class _Validator:
                     self.bad_type(f"{path}.{key}", proto, sub)
                 else:
                     out[key] = fixed
+                    self.finite(f"{path}.{key}", fixed)
         return out
 
     def section(self, value: Any, default: dict[str, Any], path: str) -> Any:

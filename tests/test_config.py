@@ -58,7 +58,7 @@ def test_base_is_used_and_not_mutated() -> None:
     [
         ("train.lr=1e-3", "train.lr", 1e-3),
         ("train.lr=1E-5", "train.lr", 1e-5),
-        ("data.simulator.x=-2.5e+3", "data.simulator", {"x": -2500.0}),
+        ("model.task_weights.ctr=-2.5e+3", "model.task_weights", {"ctr": -2500.0}),
         ("train.lr=.5e-2", "train.lr", 0.005),
         ("train.batch_size=128", "train.batch_size", 128),
         ("block.hidden_units=[400,400]", "block.hidden_units", [400, 400]),
@@ -71,7 +71,7 @@ def test_base_is_used_and_not_mutated() -> None:
         ("train.device=cuda:1", "train.device", "cuda:1"),
         ("train.monitor=ctr.auc:1,cvr.auc:2", "train.monitor", "ctr.auc:1,cvr.auc:2"),
         ("data.root=/tmp/x=y", "data.root", "/tmp/x=y"),
-        ("data.simulator.num_users=100", "data.simulator", {"num_users": 100}),
+        ("data.simulator.n_rows=100", "data.simulator", {"n_rows": 100}),
         ("model.task_weights={ctr: 1, cvr: 2}", "model.task_weights", {"ctr": 1.0, "cvr": 2.0}),
     ],
 )
@@ -176,16 +176,46 @@ def test_bad_choice_lists_allowed_values() -> None:
 
 
 def test_bounds() -> None:
-    with pytest.raises(ConfigError, match=r"'train\.batch_size' must lie in"):
-        load_config(None, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' must lie in \[2, inf\], got 1"):
+        load_config(None, ["train.batch_size=1"])  # BatchNorm needs 2 rows
     with pytest.raises(ConfigError, match=r"'block\.hidden_units' must lie in"):
         load_config(None, ["block.hidden_units=[8,0]"])
+    with pytest.raises(ConfigError, match=r"'seed' must lie in \[0, 4294967295\], got -1"):
+        load_config(None, ["seed=-1"])
+    assert load_config(None, ["seed=4294967295"])["seed"] == 2**32 - 1
+
+
+@pytest.mark.parametrize("override, key", [("train.lr=.nan", "train.lr"), ("block.dropout=.nan", "block.dropout"),
+                                           ("train.lr=.inf", "train.lr"), ("model.task_weights={ctr: .nan}",
+                                                                             "model.task_weights.ctr")])
+def test_non_finite_numbers_are_rejected(override: str, key: str) -> None:
+    # NaN passes every range check (each comparison with it is False)
+    with pytest.raises(ConfigError, match=rf"'{key}' must be a finite number, got (nan|inf)"):
+        load_config(None, [override])
+
+
+def test_paths_expand_the_home_directory() -> None:
+    cfg = load_config(None, ["data.root=~/frappe", "data.schema=~/s.yaml", "data.cache_dir=~/cache"])
+    home = str(Path.home())
+    assert (cfg["data"]["root"], cfg["data"]["schema"], cfg["data"]["cache_dir"]) == (
+        f"{home}/frappe", f"{home}/s.yaml", f"{home}/cache")
 
 
 def test_none_default_keys_accept_null_and_free_form_dicts() -> None:
-    cfg = load_config(None, ["data.simulator={n: 5, nested: {a: [1, 2]}}", "tasks=null"])
-    assert cfg["data"]["simulator"] == {"n": 5, "nested": {"a": [1, 2]}}
+    cfg = load_config(None, ["data.simulator={n_rows: 5, splits: [0.5, 0.25, 0.25]}", "tasks=null"])
+    assert cfg["data"]["simulator"] == {"n_rows": 5, "splits": [0.5, 0.25, 0.25]}
     assert cfg["tasks"] is None
+
+
+def test_simulator_keys_are_checked_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.simulator\.n_rowz' — did you mean "
+                                          r"'data\.simulator\.n_rows'\?"):
+        load_config(None, ["data.simulator.n_rowz=1000"])
+    from mtl_final.data.simulator import ensure_simulated, simulate_funnel
+    import inspect
+    takes = [*inspect.signature(ensure_simulated).parameters][1:3] + [
+        name for name in inspect.signature(simulate_funnel).parameters if name in ("splits", "format", "chunk_rows")]
+    assert sorted(C.FREE_FORM_KEYS["data.simulator"]) == sorted(takes)
 
 
 # ----------------------------------------------------------------------------- model defaults
@@ -284,7 +314,7 @@ def test_dump_load_round_trip(tmp_path: Path) -> None:
             "train.min_lr=1e-12",
             "train.monitor='1e-3'",  # a string that looks like a float must stay a string
             "tasks=[ctr, cvr]",
-            "data.simulator={num_users: 10, probs: [0.1, 2.5e-4]}",
+            "data.simulator={n_rows: 10, splits: [0.9, 0.1, 2.5e-4]}",
             "block.hidden_units=[]",
         ],
     )

@@ -51,11 +51,17 @@ def test_sharded_loader_gives_each_rank_a_disjoint_share_of_the_same_global_batc
         assert torch.equal(torch.cat([s.labels["ctr"] for s in shares]), batch.labels["ctr"])
         assert [len(s) for s in shares] == ([3, 3, 2] if step < 2 else [3, 2, 2])
     # a last batch of 5 rows has fewer than 2 per rank for 3 ranks: it is left out, and counted
-    short = BatchLoader(_split(21), 8, shuffle=False, shard=(0, 3))
+    short = BatchLoader(_split(21), 8, shuffle=False, shard=(0, 3), min_share=2)
     assert len(short) == 2 and short.dropped_rows == 5
-    assert len(BatchLoader(_split(21), 8, shuffle=False)) == 3  # one process keeps it
-    with pytest.raises(ValueError, match="batch_size=5 is too small for 3 processes.*at least 6"):
-        BatchLoader(data, 5, shuffle=False, shard=(1, 3))
+    assert len(BatchLoader(_split(21), 8, shuffle=False, min_share=2)) == 3  # one process keeps it
+    # one process: only a last batch of 1 row is left out in training; evaluation keeps it
+    train = BatchLoader(_split(17), 8, shuffle=True, min_share=2)
+    assert (len(train), train.dropped_rows) == (2, 1)
+    assert len(BatchLoader(_split(17), 8, shuffle=False)) == 3
+    with pytest.raises(ValueError, match="batch_size=5 is too small for 3 processes.*at least 2 rows.*at least 6"):
+        BatchLoader(data, 5, shuffle=False, shard=(1, 3), min_share=2)
+    with pytest.raises(ValueError, match=r"batch_size=1 is too small: every process needs at least 2 rows"):
+        BatchLoader(data, 1, shuffle=True, min_share=2)
     with pytest.raises(ValueError, match="0 <= rank < world"):
         BatchLoader(data, 8, shuffle=False, shard=(3, 3))
 

@@ -94,6 +94,30 @@ def test_gains_up_to_min_delta_are_misses(min_delta, best_epoch, lrs, stops):
     assert trainer.best_epoch == best_epoch
 
 
+def test_a_last_batch_of_one_row_is_left_out_and_reported(tmp_path, capsys):
+    root = write_tiny_dataset(tmp_path / "data")
+    n_train = sum(1 for _ in open(root / "train.csv")) - 1
+    out = tmp_path / "run"
+    # batches of n - 1 rows: one full batch and a last one of 1 row, which BatchNorm cannot normalise
+    assert train_main(["--out", str(out), *tiny_overrides(root, tmp_path), "model=mlp", "tasks=[ctr]",
+                       f"train.batch_size={n_train - 1}", "train.epochs=2", "train.tensorboard=false"]) == 0
+    assert "the last 1 train row(s) of every epoch's order are left out" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("where", ["--out", "data.cache_dir"])
+def test_a_run_or_cache_directory_that_is_a_file_is_one_clear_error(tmp_path, capsys, where):
+    root = write_tiny_dataset(tmp_path / "data")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    args = [*tiny_overrides(root, tmp_path), "model=mlp", "tasks=[ctr]", "train.tensorboard=false"]
+    args = ["--out", str(blocker), *args] if where == "--out" else [
+        "--out", str(tmp_path / "run"), *args, f"data.cache_dir={blocker}"]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: File exists: ") and str(blocker) in err and "Traceback" not in err
+
+
 def test_fit_reloads_best_weights(tmp_path):
     root = write_tiny_dataset(tmp_path / "data")
     cfg = load_config(None, tiny_overrides(root, tmp_path) + ["model=mlp", "tasks=[ctr]", "train.epochs=4",

@@ -30,27 +30,31 @@ class BatchLoader:
     shard=(rank, world) with world > 1 (data-parallel training): every rank walks the same global
     batches and yields its contiguous share of each (``distributed.shard_bounds``), so the ranks'
     shards of one step are disjoint and together are the one-process batch. Each shard carries the
-    global batch's counts (``Batch.share``), by which the losses average over the global batch. A last
-    batch with fewer than two rows per rank is left out (BatchNorm needs two); ``dropped_rows`` counts
-    it per epoch.
+    global batch's counts (``Batch.share``), by which the losses average over the global batch.
+
+    min_share: the fewest rows each rank's share of a batch must have. Training passes 2 (BatchNorm
+    cannot normalise one row): a last, partial batch with fewer is left out, and ``dropped_rows``
+    counts it per epoch (the shuffle puts other rows there every epoch). Evaluation keeps every row.
     """
 
     def __init__(self, data: TensorSplit, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
+                 drop_last: bool = False, shard: tuple[int, int] = (0, 1), min_share: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rank, world = shard
         if not 0 <= rank < world:
             raise ValueError(f"shard=(rank {rank}, world {world}) needs 0 <= rank < world")
-        if world > 1 and batch_size < 2 * world:
-            raise ValueError(f"train.batch_size={batch_size} is too small for {world} processes: every "
-                             f"process needs at least 2 rows of each batch; use at least {2 * world}")
+        if batch_size < min_share * world:
+            processes = f" for {world} processes" if world > 1 else ""
+            raise ValueError(f"train.batch_size={batch_size} is too small{processes}: every process needs at "
+                             f"least {min_share} rows of each batch (BatchNorm); use at least {min_share * world}")
         self.data = data
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.shard = (int(rank), int(world))
+        self.min_share = int(min_share)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,8 +74,8 @@ class BatchLoader:
 
     @property
     def min_tail(self) -> int:
-        """The fewest rows a last, partial batch must have to be kept (1, or 2 per rank when sharded)."""
-        return 1 if self.shard[1] == 1 else 2 * self.shard[1]
+        """The fewest rows a last, partial batch must have to be kept: min_share per rank."""
+        return self.min_share * self.shard[1]
 
     @property
     def dropped_rows(self) -> int:

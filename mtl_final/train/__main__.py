@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         from mtl_final.train.run import run_experiment
 
         run_experiment(cfg, args.out)
-    except (ConfigError, DataError, DistributedError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, DistributedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a missing file, or --out / data.cache_dir naming a file, unwritable, ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     finally:
         shutdown()

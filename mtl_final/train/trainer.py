@@ -152,10 +152,11 @@ class Trainer:
         dropout draws as an uninterrupted run)."""
         t = self.t
         loader = BatchLoader(train, t["batch_size"], shuffle=True, seed=int(self.cfg["seed"]),
-                             shard=(self.dist.rank, self.dist.world_size))
+                             shard=(self.dist.rank, self.dist.world_size), min_share=2)
         if loader.dropped_rows:
-            self.log(f"note: the last {loader.dropped_rows} train rows of every epoch's order are left out: "
-                     f"fewer than 2 per process for {self.dist.world_size} processes")
+            per = f" per process for {self.dist.world_size} processes" if self.dist.enabled else ""
+            self.log(f"note: the last {loader.dropped_rows} train row(s) of every epoch's order are left out: "
+                     f"a last batch needs at least 2 rows{per} (BatchNorm)")
         eval_every = t["eval_every_steps"] or len(loader)
         params = [p for p in self.model.parameters() if p.requires_grad]
         start = time.perf_counter() - self.train_seconds

@@ -271,7 +271,21 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that also reads ``1e-3``-style scalars as floats."""
+    """Safe loader that also reads ``1e-3``-style scalars as floats, and rejects a key given twice in
+    one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first_line[key]}); keep one",
+                    key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Dumper(yaml.SafeDumper):

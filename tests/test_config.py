@@ -338,3 +338,11 @@ def test_get_and_hash() -> None:
     h = config_hash(cfg)
     assert len(h) == 64 and h == config_hash(copy.deepcopy(cfg))
     assert h != config_hash(load_config(None, ["seed=1"]))
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_rejected_with_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "dup.yaml", "train:\n  lr: 1e-3\n  epochs: 3\n  lr: 2e-3\n")
+    with pytest.raises(ConfigError, match=r"(?s)dup\.yaml: key 'lr' is given twice \(first on line 2\).*line 4"):
+        load_config(path)
+    # the same key in two different sections is not a duplicate
+    assert load_config(write(tmp_path / "ok.yaml", "train:\n  lr: 1e-3\nblock:\n  dropout: 0.1\n"))["train"]["lr"] == 1e-3

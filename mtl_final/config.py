@@ -270,9 +270,9 @@ _SCI_FLOAT = re.compile(
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe loader that also reads ``1e-3``-style scalars as floats, and rejects a key given twice in
-    one mapping (PyYAML would keep the last silently)."""
+class YamlLoader(yaml.SafeLoader):
+    """Safe loader of run configs and dataset schemas: also reads ``1e-3``-style scalars as floats, and
+    rejects a key given twice in one mapping (PyYAML would keep the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
@@ -298,7 +298,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-_Loader.add_implicit_resolver(_FLOAT_TAG, _SCI_FLOAT, list("-+0123456789."))
+YamlLoader.add_implicit_resolver(_FLOAT_TAG, _SCI_FLOAT, list("-+0123456789."))
 _Dumper.add_implicit_resolver(_FLOAT_TAG, _SCI_FLOAT, list("-+0123456789."))
 
 
@@ -313,7 +313,7 @@ _Dumper.add_representer(tuple, _represent_list)
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse {source}: {exc}") from exc
 

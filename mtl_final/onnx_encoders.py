@@ -38,6 +38,11 @@ def encoder_graph(encoders: FeatureEncoders, opset: int) -> Any:
     [batch, Fn] and `unseen_values` int64 [batch] (each only where there are such fields)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    parsed = [e.name for e in encoders.categorical if e.dtype != "str"]
+    if parsed:
+        raise ValueError(f"categorical field(s) {parsed} have dtype int, whose cells are parsed ('07' and '7' are "
+                         "one value); the raw-input graph matches cell text as written and would score '07' as "
+                         "unseen. Export without --raw-inputs and encode with the run's encoders.json, or use dtype str")
     nodes, consts, inputs, outputs = [], [], [], []
 
     def const(name: str, value: np.ndarray) -> str:

@@ -36,7 +36,7 @@ from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
 from mtl_final.data.features import Batch
 from mtl_final.data.schema import DatasetSchema
-from mtl_final.data.store import _Problems, _validate_numeric
+from mtl_final.data.store import _Problems, _validate_categorical, _validate_numeric
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
 from mtl_final.nn import cpu_matmul
@@ -229,6 +229,7 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     out_schema = pa.schema([(c, pa.string()) for c in keep] + [(c, pa.float32()) for c in prob_cols])
 
     encoders.reset_counters()
+    cat_fields = [f for f in encoders.fields if f.type == "categorical"]
     problems = _Problems(input_path)
     rows = 0
     writer = _Writer(output_path, out_schema)
@@ -236,6 +237,7 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     try:
         for line0, df in reader.iter_chunks(input_path, list(dict.fromkeys(features + keep)), chunk_rows, fmt):
             kept = [pa.array(df[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True) for c in keep]
+            _validate_categorical(df, cat_fields, line0, problems)
             _validate_numeric(df, num_cols, line0, problems)  # in place: float64, NaN = missing
             if problems:
                 continue  # keep scanning to count every bad cell, predict nothing more

@@ -95,6 +95,15 @@ def test_raw_export_scores_raw_csv_rows_like_predict(tmp_path):
     assert "raw_inputs" not in json.loads((out / "manifest.json").read_text())
 
 
+def test_a_categorical_field_with_dtype_int_is_refused():
+    # the Python encoders read '07' as 7; the graph's LabelEncoder would score the text '07' as unseen
+    encoders = FeatureEncoders([FieldSpec("city", "categorical"), FieldSpec("shop", "categorical", dtype="int")])
+    encoders.fit([pd.DataFrame({"city": ["paris", "rome"], "shop": ["7", "12"]})])
+    assert encoders.transform(pd.DataFrame({"city": ["paris"], "shop": ["07"]}))[0].tolist() == [[1, 2]]
+    with pytest.raises(ValueError, match=r"field\(s\) \['shop'\] have dtype int.*Export without --raw-inputs"):
+        encoder_graph(encoders, 18)
+
+
 def test_a_field_named_like_a_value_inside_the_model_is_refused(fitted):
     from onnx import TensorProto, helper
 

@@ -189,3 +189,24 @@ def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(run, tmp_path, monkeypa
     _quiet(run_dir, root / "test.csv", tmp_path / "pred.csv", batch_size=64)
     assert seen == [backend, backend]  # 100 rows in batches of 64
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_int_dtype_fields_read_spellings_alike_and_locate_bad_cells(tmp_path):
+    from tests.test_trainer import tiny_overrides, write_tiny_dataset
+    from mtl_final.train.__main__ import main as train_main
+
+    root = write_tiny_dataset(tmp_path / "data", n=300)
+    schema = root / "schema.yaml"
+    schema.write_text(schema.read_text().replace("{name: a, type: categorical}", "{name: a, type: categorical, dtype: int}"))
+    run_dir = tmp_path / "run"
+    assert train_main(["--out", str(run_dir), *tiny_overrides(root, tmp_path), "model=mlp", "tasks=[ctr]",
+                       "train.epochs=1", "train.tensorboard=false", "train.num_threads=1"]) == 0
+    (tmp_path / "in.csv").write_text("a,b,c,x\n7,2,3,0.5\n07,2,3,0.5\n+7.0,2,3,0.5\n")
+    _quiet(run_dir, tmp_path / "in.csv", tmp_path / "out.csv")
+    probs = pd.read_csv(tmp_path / "out.csv")["p_ctr"].to_numpy()
+    assert probs[0] == probs[1] == probs[2]  # one value, three spellings
+    (tmp_path / "bad.csv").write_text("a,b,c,x\n7,2,3,0.5\n7.5,2,3,0.5\n")
+    with pytest.raises(DataError) as err:
+        _quiet(run_dir, tmp_path / "bad.csv", tmp_path / "out2.csv")
+    assert (err.value.file, err.value.column, err.value.line, err.value.value) == (
+        str(tmp_path / "bad.csv"), "a", 3, "7.5")

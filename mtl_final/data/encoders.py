@@ -1,8 +1,10 @@
 """Feature encoders fitted on the train split, streaming over chunks.
 
-Categorical: every value is a string; index 0 = padding (missing/empty cell),
+Categorical: every value is a string key; index 0 = padding (missing/empty cell),
 1..n = vocabulary (train values seen >= min_count times, most frequent first, ties
-by value), n + 1 = OOV (unseen or rare); ``vocab_size = n + 2``.
+by key), n + 1 = OOV (unseen or rare); ``vocab_size = n + 2``. With dtype "str" the
+key is the cell's text; with dtype "int" it is the integer in canonical form ("07",
+"+7", "7.0" -> "7"), a cell in NA_STRINGS is missing and any other cell is an error.
 
 Numeric: missing cells are filled with ``fill_na`` (0.0 when None), then
 normalised with train statistics (computed on the filled train values):
@@ -27,6 +29,7 @@ from .schema import DatasetSchema, FieldSpec
 
 ENCODERS_VERSION = 1
 NA_STRINGS = ("", "nan", "na", "n/a", "null", "none")
+_INT_TEXT = r"^([+-]?)0*([0-9]+?)(?:\.0*)?$"
 
 
 def _string_values(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -42,6 +45,29 @@ def _string_values(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
             values = values.astype("str")
     missing = (values.isna() | (values == "")).to_numpy(dtype=bool)
     return values, missing
+
+
+def categorical_keys(values: pd.Series, dtype: str = "str") -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Vocabulary keys of raw cells for a categorical field of ``dtype`` ("str" or "int").
+
+    Returns (keys [n] str, missing [n] bool, bad [n] bool); keys are meaningless where
+    missing or bad. "str": the text, missing = null or "", never bad. "int": the
+    canonical integer text, missing = null or NA_STRINGS (stripped, any case), bad =
+    anything else that is not an integer (a zero fraction such as "7.0" is allowed).
+    """
+    s, missing = _string_values(values)
+    if dtype == "str":
+        return s, missing, np.zeros(len(s), dtype=bool)
+    if dtype != "int":
+        raise ValueError(f"unknown categorical dtype {dtype!r}")
+    stripped = s.str.strip()
+    missing = (s.isna() | stripped.str.lower().isin(NA_STRINGS)).to_numpy(dtype=bool)
+    parts = stripped.str.extract(_INT_TEXT)
+    digits = parts[1].fillna("")
+    sign = parts[0].fillna("").where((parts[0] == "-") & (digits != "0"), "")
+    keys = (sign + digits).astype("str")
+    bad = (digits == "").to_numpy(dtype=bool) & ~missing
+    return keys, missing, bad
 
 
 def parse_numeric(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,11 +95,14 @@ def parse_numeric(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 class CategoricalEncoder:
-    """String value -> index. 0 = padding, 1..n = vocab, n + 1 = OOV."""
+    """Value -> index. 0 = padding, 1..n = vocab, n + 1 = OOV; keys per ``categorical_keys(dtype)``."""
 
-    def __init__(self, name: str, min_count: int = 1) -> None:
+    def __init__(self, name: str, min_count: int = 1, dtype: str = "str") -> None:
+        if dtype not in ("str", "int"):
+            raise ValueError(f"unknown categorical dtype {dtype!r}")
         self.name = name
         self.min_count = int(min_count)
+        self.dtype = dtype
         self._counts: pd.Series | None = None  # value -> train count, while fitting
         self.vocab: list[str] | None = None
         self.counts: list[int] | None = None  # train count of each vocab entry
@@ -81,10 +110,19 @@ class CategoricalEncoder:
         self.n_missing = 0
         self.n_oov = 0
 
+    def _keys(self, values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+        keys, missing, bad = categorical_keys(values, self.dtype)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{int(bad.sum())} non-integer value(s) in a categorical field with dtype int.",
+                            column=self.name, value=values.iloc[first],
+                            fix="clean the column, or set dtype: str to use the values as written.")
+        return keys, missing
+
     # fitting
     def partial_fit(self, values: pd.Series) -> "CategoricalEncoder":
         """Add the value counts of one train chunk ([n] cells)."""
-        s, missing = _string_values(values)
+        s, missing = self._keys(values)
         vc = s[~missing].value_counts(sort=False)
         if self._counts is None:
             self._counts = vc
@@ -142,7 +180,7 @@ class CategoricalEncoder:
     def transform(self, values: pd.Series) -> np.ndarray:
         """[n] cells -> [n] int32 indices; updates the missing / OOV counters."""
         self._require_fitted()
-        s, missing = _string_values(values)
+        s, missing = self._keys(values)
         codes = self._index.get_indexer(s)
         out = codes.astype(np.int32) + 1
         oov = (codes < 0) & ~missing
@@ -154,12 +192,12 @@ class CategoricalEncoder:
 
     def to_dict(self) -> dict[str, Any]:
         self._require_fitted()
-        return {"name": self.name, "min_count": self.min_count, "vocab": list(self.vocab),
+        return {"name": self.name, "min_count": self.min_count, "dtype": self.dtype, "vocab": list(self.vocab),
                 "counts": list(self.counts)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CategoricalEncoder":
-        enc = cls(d["name"], d["min_count"])
+        enc = cls(d["name"], d["min_count"], d.get("dtype", "str"))
         enc._set_vocab(d["vocab"], d["counts"])
         return enc
 
@@ -263,7 +301,8 @@ class FeatureEncoders:
 
     def __init__(self, fields: Sequence[FieldSpec]) -> None:
         self.fields = tuple(fields)
-        self.categorical = [CategoricalEncoder(f.name, f.min_count) for f in self.fields if f.type == "categorical"]
+        self.categorical = [CategoricalEncoder(f.name, f.min_count, f.dtype) for f in self.fields
+                            if f.type == "categorical"]
         self.numeric = [NumericEncoder(f.name, f.fill_na, f.norm) for f in self.fields if f.type == "numeric"]
         self._fitted = False
 

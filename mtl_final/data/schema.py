@@ -7,6 +7,7 @@ A schema is usually written as YAML::
     fields:
       - {name: recency, type: numeric, norm: log1p}
       - {name: zip_code, type: categorical}
+      - {name: user_id, type: categorical, dtype: int}
       - {name: history, type: numeric, norm: standard, fill_na: 0}
     tasks:
       - {name: ctr, label: visit}
@@ -14,9 +15,16 @@ A schema is usually written as YAML::
 
 ``on: ctr`` says the ``cvr`` task is defined on the rows where the ``ctr`` label is 1
 (a funnel); a row with ``conversion = 1`` and ``visit = 0`` is invalid.
+
+``files`` must name the splits train, valid and test (other splits may be added;
+they are encoded but not used by a run). ``dtype`` of a categorical field: "str"
+(default; each cell's text is a vocabulary key as written) or "int" (cells are
+parsed as integers, so "7", "07", "+7" and "7.0" are one value); of a numeric
+field: "float" (the default and only choice).
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,25 +33,29 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from ..config import YamlLoader
 from .errors import DataError
 
 FIELD_TYPES = ("categorical", "numeric")
 NORMS = ("none", "standard", "minmax", "log1p")
 FORMATS = ("csv", "parquet")
 DEFAULT_FILES = {"train": "train.csv", "valid": "valid.csv", "test": "test.csv"}
+REQUIRED_SPLITS = ("train", "valid", "test")
+DTYPES = {"categorical": ("str", "int"), "numeric": ("float",)}
 
-_FIELD_KEYS = ("name", "type", "min_count", "fill_na", "norm")
+_FIELD_KEYS = ("name", "type", "dtype", "min_count", "fill_na", "norm")
 _TASK_KEYS = ("name", "label", "on")
 _TOP_KEYS = ("name", "files", "format", "fields", "tasks", "parent_tasks")
 
 
-class _SchemaLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans (only true/false), so that a task's ``on:`` key stays "on"."""
+class _SchemaLoader(YamlLoader):
+    """The run config's loader (``1e-3`` is a float, a key given twice is an error) with YAML 1.2
+    booleans (only true/false), so that a task's ``on:`` key stays "on"."""
 
 
 _SchemaLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in YamlLoader.yaml_implicit_resolvers.items()
 }
 _SchemaLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
@@ -63,6 +75,9 @@ class FieldSpec:
     """One input column and its encoding.
 
     type: "categorical" (mapped to a vocabulary index) or "numeric" (one float).
+    dtype: how cells are read; categorical "str" (default, the text as written) or "int"
+        (parsed as integers: "7", "07", "+7", "7.0" are one value); numeric "float" only.
+        None means the type's default.
     min_count: categorical only; train values seen fewer times map to OOV.
     fill_na: numeric only; value used for missing cells (None means 0.0).
     norm: numeric only; "none", "standard" (z-score), "minmax" or "log1p"
@@ -74,6 +89,7 @@ class FieldSpec:
     min_count: int = 1
     fill_na: float | None = None
     norm: Literal["none", "standard", "minmax", "log1p"] = "none"
+    dtype: Literal["str", "int", "float"] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "field name")
@@ -83,6 +99,15 @@ class FieldSpec:
                 f"{where} has unknown type {self.type!r}.",
                 fix=f"use one of {', '.join(FIELD_TYPES)}.",
             )
+        allowed = DTYPES[self.type]
+        if self.dtype is None:
+            object.__setattr__(self, "dtype", allowed[0])
+        elif self.dtype not in allowed:
+            fix = f"use dtype {' or '.join(allowed)} for a {self.type} field, or leave it out (default {allowed[0]})."
+            if self.type == "numeric" and self.dtype in DTYPES["categorical"]:
+                fix += " To use the values as vocabulary keys, declare the field categorical."
+            raise DataError(f"{where} ({self.type}) has dtype {self.dtype!r}; allowed: {', '.join(allowed)}.",
+                            fix=fix)
         if not _is_int(self.min_count) or self.min_count < 1:
             raise DataError(f"{where}: min_count must be an integer >= 1, got {self.min_count!r}.",
                             fix="set min_count to 1 (keep every train value) or more.")
@@ -107,8 +132,12 @@ class FieldSpec:
                             fix="remove min_count from this field.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "min_count": self.min_count,
-                "fill_na": self.fill_na, "norm": self.norm}
+        """Every option spelled out, except a default dtype (so cache keys from before dtype existed hold)."""
+        out = {"name": self.name, "type": self.type, "min_count": self.min_count,
+               "fill_na": self.fill_na, "norm": self.norm}
+        if self.dtype != DTYPES[self.type][0]:
+            out["dtype"] = self.dtype
+        return out
 
 
 @dataclass(frozen=True)
@@ -139,8 +168,8 @@ class DatasetSchema:
     tasks: the tasks to train. parent_tasks: tasks that are not trained but whose
     labels are still loaded because a selected task is defined ``on`` them (filled
     by :meth:`select_tasks`). files: split name -> file name relative to the data
-    root ("train" is required: encoders are fitted on it). format: "csv",
-    "parquet" or None (from each file's extension).
+    root; train (encoders are fitted on it), valid and test are required, other
+    splits are allowed. format: "csv", "parquet" or None (from each file's extension).
     """
 
     name: str
@@ -163,12 +192,20 @@ class DatasetSchema:
         if self.format is not None and self.format not in FORMATS:
             raise DataError(f"unknown format {self.format!r}.",
                             fix=f"use one of {', '.join(FORMATS)} or leave it out (taken from the file extension).")
-        if "train" not in self.files:
-            raise DataError(f"'files' has no 'train' entry (got {sorted(self.files)}); encoders are fitted on train.",
-                            fix="add 'train: <file>' under 'files'.")
         for split, fname in self.files.items():
             _check_name(split, "split name")
             _check_name(fname, f"file of split {split!r}")
+        missing = [s for s in REQUIRED_SPLITS if s not in self.files]
+        if missing:
+            extra = [s for s in self.files if s not in REQUIRED_SPLITS]
+            renames = [f"rename {m[0]!r} to {s!r}" for s in missing
+                       if (m := difflib.get_close_matches(s, extra, n=1, cutoff=0.5))]
+            adds = [f"'{s}: <file>'" for s in missing]
+            raise DataError(f"'files' lacks the split(s) {missing} (got {list(self.files)}); every dataset needs "
+                            "train (the encoders are fitted on it), valid (early stopping) and test (the reported "
+                            "metrics).",
+                            fix=("; ".join(renames) + ", or " if renames else "")
+                            + f"add {', '.join(adds)} under 'files' (other splits may be listed as well).")
         names = [f.name for f in self.fields]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

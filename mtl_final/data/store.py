@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 
 from . import reader
-from .encoders import FeatureEncoders, parse_numeric
+from .encoders import FeatureEncoders, categorical_keys, parse_numeric
 from .errors import DataError
 from .features import FeatureSpec
-from .schema import DatasetSchema, TaskSpec
+from .schema import DatasetSchema, FieldSpec, TaskSpec
 
 CACHE_VERSION = 1
 CAT_DTYPE = np.dtype("<i4")
@@ -141,6 +141,19 @@ def _validate_numeric(df: pd.DataFrame, columns: list[str], line0: int, problems
         problems.add(col, "numeric", bad, line0, raw, "non-numeric (or infinite) value in a numeric field.",
                      "clean the column, or declare the field as categorical in the dataset schema.")
         df[col] = x
+
+
+def _validate_categorical(df: pd.DataFrame, fields: list[FieldSpec], line0: int, problems: _Problems) -> None:
+    """Record cells of categorical fields with dtype int that are not integers (df is not changed)."""
+    for f in fields:
+        if f.dtype == "str":
+            continue
+        raw = df[f.name]
+        _, _, bad = categorical_keys(raw, f.dtype)
+        problems.add(f.name, "categorical", bad, line0, raw,
+                     f"non-integer value in a categorical field with dtype {f.dtype}.",
+                     "clean the column, or set dtype: str on the field in the dataset schema "
+                     "to use the values as written.")
 
 
 def _parse_labels(df: pd.DataFrame, columns: list[str], line0: int, problems: _Problems) -> dict[str, np.ndarray]:
@@ -390,8 +403,10 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
 
     def train_chunks():
         for line0, df in reader.iter_chunks(sources["train"], cat_cols + num_cols, chunk_rows, fmts["train"]):
+            _validate_categorical(df, list(schema.categorical), line0, problems)
             _validate_numeric(df, num_cols, line0, problems)
-            yield df
+            if not problems:  # after a bad cell keep scanning to count them all, fit nothing more
+                yield df
 
     encoders.fit(train_chunks())
     problems.raise_if_any()
@@ -423,6 +438,7 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
             for line0, df in reader.iter_chunks(path, needed, chunk_rows, fmts[split]):
                 n = len(df)
                 rows_read += n
+                _validate_categorical(df, list(schema.categorical), line0, problems)
                 _validate_numeric(df, num_cols, line0, problems)
                 labels = _parse_labels(df, label_cols, line0, problems)
                 keep = np.ones(n, dtype=bool)

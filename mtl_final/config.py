@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "name": "mlp",
         "embedding_dim": 10,
         "embedding_regularizer": 0.0,
+        "numeric_init": "embedding",  # numeric-field vectors: embedding (N(0, 1e-4²)) | xavier (FuxiCTR)
         "net_regularizer": 0.0,
         "task_weights": {},  # task name -> loss weight (free-form: task names are data)
     },
@@ -149,6 +150,7 @@ CHOICES: dict[str, list[Any]] = {
     **{f"{s}.aggregation": ["concat", "sum"] for s in _BLOCK_SECTIONS},
     **{f"{s}.sigma": ["identity", "tanh", "sigmoid"] for s in _BLOCK_SECTIONS},
     "data.invalid_funnel_rows": ["error", "drop"],
+    "model.numeric_init": ["embedding", "xavier"],
     "train.optimizer": ["adam", "adamw", "sgd"],
     "train.monitor_mode": ["max", "min"],
     "train.precision": ["fp32", "bf16"],

@@ -184,10 +184,26 @@ def test_embedding_init_is_paper_init():
     emb = FeatureEmbedding(FeatureSpec(categorical=(("a", 20000),), numeric=tuple(f"n{i}" for i in range(2000))), 10)
     assert emb.table.weight[1:].std().item() == pytest.approx(1e-4, rel=0.02)
     assert torch.equal(emb.table.weight[0], torch.zeros(10))
-    # numeric fields: FuxiCTR's Linear(1, 10, bias=False), Xavier normal: std sqrt(2 / (1 + 10)) = 0.4264
-    # (20,000 draws: the sample std is within 1% of it)
+    assert emb.numeric.std().item() == pytest.approx(1e-4, rel=0.02)  # 20,000 draws
+    # numeric_init=xavier: FuxiCTR's Linear(1, 10, bias=False), Xavier normal: std sqrt(2 / 11) = 0.4264
+    emb.reset_parameters("xavier")
     assert emb.numeric.std().item() == pytest.approx(0.4264, rel=0.01)
     assert emb.numeric.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert emb.table.weight[1:].std().item() == pytest.approx(1e-4, rel=0.02)
+    with pytest.raises(ValueError, match="numeric_init must be one of"):
+        emb.reset_parameters("uniform")
+
+
+def test_model_numeric_init_reaches_every_embedding_of_the_model():
+    features = FeatureSpec(categorical=(("a", 5),), numeric=tuple(f"n{i}" for i in range(500)))
+    for name in ("lr", "fm", "mlp"):
+        torch.manual_seed(0)
+        model = build_model(make_cfg(f"model={name}", "model.numeric_init=xavier", "block.hidden_units=[4]"),
+                            features, tasks("ctr"))
+        embeddings = [m for m in model.modules() if isinstance(m, FeatureEmbedding)]
+        assert embeddings
+        for emb in embeddings:  # dim 1 (LR, FM's first order): std 1; dim 10: 0.4264; 500 or 5000 draws
+            assert emb.numeric.std().item() == pytest.approx(math.sqrt(2 / (1 + emb.dim)), rel=0.1), name
 
 
 def test_regularization_is_half_lambda_whole_table_norm():

@@ -125,8 +125,8 @@ class RankingModel(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Paper init: Linear Xavier-normal with zero bias; embeddings N(0, 1e-4²) with zero padding rows,
-        numeric-field vectors Xavier-normal as the Linear(1, dim) they stand for.
+        """Paper init: Linear Xavier-normal with zero bias; embeddings N(0, 1e-4²) with zero padding rows;
+        numeric-field vectors as model.numeric_init says.
         Modules with their own init (FieldGate, interaction layers) keep it."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -134,7 +134,7 @@ class RankingModel(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, FeatureEmbedding):
-                module.reset_parameters()
+                module.reset_parameters(self.cfg["model"]["numeric_init"])
 
     def flat_embedding(self, batch: Batch) -> torch.Tensor:
         """[batch, fields · dim]."""

@@ -11,6 +11,7 @@ from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.kernels import ptr
 
 EMBEDDING_INIT_STD = 1e-4
+NUMERIC_INITS = ("embedding", "xavier")
 
 
 def out_of_vocabulary(field: str, value: int, row: int, size: int) -> IndexError:
@@ -80,13 +81,17 @@ class FeatureEmbedding(nn.Module):
         self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, numeric_init: str = "embedding") -> None:
+        """Categorical rows N(0, 1e-4²), padding rows 0. Numeric vectors w_f: "embedding" the same
+        N(0, 1e-4²); "xavier" Xavier normal, std √(2 / (1 + dim)), as FuxiCTR's Linear(1, dim) for a
+        numeric field."""
         nn.init.normal_(self.table.weight, std=EMBEDDING_INIT_STD)
         if self.offsets.numel():
             self.table.weight.index_fill_(0, self.offsets, 0.0)  # each field's padding row (its index 0)
-        # a numeric field's w_f is FuxiCTR's Linear(1, dim, bias=False) weight, which takes the
-        # Xavier-normal init of every Linear there, not the embedding init
-        nn.init.normal_(self.numeric, std=math.sqrt(2.0 / (1 + self.dim)))
+        if numeric_init not in NUMERIC_INITS:
+            raise ValueError(f"numeric_init must be one of {NUMERIC_INITS}, got {numeric_init!r}")
+        std = EMBEDDING_INIT_STD if numeric_init == "embedding" else math.sqrt(2.0 / (1 + self.dim))
+        nn.init.normal_(self.numeric, std=std)
 
     @property
     def num_fields(self) -> int:

@@ -186,6 +186,10 @@ def results_section() -> str:
         "",
         first_table(frappe),
         "",
+        "AutoInt's rows were run again at b08dd3e, after its attention became one fused CPU op, on the AMD EPYC\n"
+        "VM (the earlier rows are in the git history of `results/frappe_x1.csv`); every other row is from the\n"
+        "revisions in `results/frappe_x1.commands`.",
+        "",
         "#### FINAL(2B)+KD vs. the best baseline (Welch t-test)",
         "",
         section(frappe, "## Significance"),

@@ -18,7 +18,7 @@ where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torc
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,
 cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
-frappe_x1_ddp/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
+frappe_x1_ddp{,_syncbn}/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
 from __future__ import annotations
@@ -94,6 +94,8 @@ DDP_SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/ben
 DDP_ACCURACY_CMD = (".venv/bin/python benchmarks/data_parallel.py --configs configs/benchmarks/frappe_x1/final_2b_kd.yaml,"
                     "configs/benchmarks/frappe_x1/final_1b.yaml --seeds 2021,2022,2023 --processes 2 --threads 1 "
                     "--runs-dir DIR --out results/frappe_x1_ddp")
+DDP_SYNC_ACCURACY_CMD = (DDP_ACCURACY_CMD.replace("results/frappe_x1_ddp", "results/frappe_x1_ddp_syncbn")
+                         + " distributed.sync_batchnorm=true")
 
 
 def ab_command(ab: dict, name: str) -> str:
@@ -169,6 +171,7 @@ def results_section() -> str:
     abs_ = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), name, what) for name, what in AB_RUNS]
     ddp_speeds = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), extra) for name, extra in DDP_SPEED]
     ddp_accuracy = (RESULTS / "frappe_x1_ddp" / "data_parallel.md").read_text(encoding="utf-8")
+    ddp_sync_accuracy = (RESULTS / "frappe_x1_ddp_syncbn" / "data_parallel.md").read_text(encoding="utf-8")
     width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
     parts = [
         MARKER,
@@ -398,6 +401,13 @@ def results_section() -> str:
         "    " + DDP_ACCURACY_CMD,
         "",
         first_table(ddp_accuracy),
+        "",
+        "The same with `distributed.sync_batchnorm=true` (`results/frappe_x1_ddp_syncbn/`; BatchNorm over the",
+        "whole 4096-row batch, as in one process; dropout masks still per rank):",
+        "",
+        "    " + DDP_SYNC_ACCURACY_CMD,
+        "",
+        first_table(ddp_sync_accuracy),
         "",
         "The one-process runs of the same configs and seeds are the FINAL 1B and FINAL(2B)+KD acceptance rows",
         "above (`results/frappe_x1_native/`). FINAL 1B spreads wider across seeds than FINAL(2B)+KD in one",

@@ -17,7 +17,7 @@ with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD
 where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2}.json
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,
 cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
-epoch_speed_ddp_{1proc_2threads,2procs_1thread}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
+epoch_speed_ddp_{1proc_2threads,2procs_1thread,2procs_1thread_epyc2,2procs_1thread_syncbn_epyc2}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
 frappe_x1_ddp{,_syncbn}/data_parallel.md (`benchmarks/data_parallel.py`). Nothing
 here computes a number; tables are copied, headings demoted to fit under "## Results".
 """
@@ -90,6 +90,9 @@ SIM_CMDS = (
 DDP_SPEED = (  # JSON, the command's extra arguments
     ("epoch_speed_ddp_1proc_2threads.json", "--threads 2"),
     ("epoch_speed_ddp_2procs_1thread.json", "--threads 1 --processes 2"),
+    ("epoch_speed_ddp_2procs_1thread_epyc2.json", "--threads 1 --processes 2 distributed.sync_batchnorm=false   # at d26a561, the slower EPYC VM"),
+    ("epoch_speed_ddp_2procs_1thread_syncbn_epyc2.json",
+     "--threads 1 --processes 2 distributed.sync_batchnorm=true   # the same, BatchNorm synced"),
 )
 DDP_SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --runs 3"
 DDP_ACCURACY_CMD = (".venv/bin/python benchmarks/data_parallel.py --configs configs/benchmarks/frappe_x1/final_2b_kd.yaml,"
@@ -384,13 +387,15 @@ def results_section() -> str:
         "### Data-parallel training (torchrun, gloo, on the same 2-core machine)",
         "",
         "FINAL(2B)+KD on Frappe_x1, one warm epoch, one process with 2 threads against two processes with one",
-        "thread each, measured back to back:",
+        "thread each, measured back to back (the first two rows; the last two, later on a slower VM, two",
+        "processes without and with `distributed.sync_batchnorm`, whose BatchNorm layers leave the fused kernels):",
         "",
         *(f"    {DDP_SPEED_CMD} {extra}" for _, extra in ddp_speeds),
         "",
-        "| processes × threads | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB (largest / all) | the 3 runs' medians (s) | probe GFLOP/s (per process) | git |",
-        "|---|---:|---:|---:|---:|---|---|---:|---|",
-        *(f"| {s.get('processes', 1)} × {s['threads']} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
+        "| processes × threads | overrides | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB (largest / all) | the 3 runs' medians (s) | probe GFLOP/s (per process) | git |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|---|",
+        *(f"| {s.get('processes', 1)} × {s['threads']} | {' '.join(o for o in s.get('overrides', []) if not o.startswith('data.')) or '–'} | "
+          f"{s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
           f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | "
           f"{s['peak_rss_mib']} / {s['peak_rss_mib_all_ranks']} | {' / '.join(str(m) for m in s['runs_median_seconds'])} | "
           f"{s['probe_gflops_at_median']} | {s['git']} |" for s, _ in ddp_speeds),

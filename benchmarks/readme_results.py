@@ -65,6 +65,8 @@ AB_RUNS = (  # JSON under results/, what head changed against base
     ("epoch_speed_ab_cpu_matmul_scope_autoint.json", "AutoInt+ (attention unfused): the same change"),
     ("epoch_speed_ab_fused_attention_autoint.json",
      "AutoInt+: attention core as one fused CPU op against PyTorch ops (Intel Xeon)"),
+    ("epoch_speed_ab_fused_attention_autoint_epyc.json",
+     "AutoInt+: the same, on the later (slower) AMD EPYC VM, head caaa751"),
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")

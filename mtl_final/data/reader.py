@@ -122,9 +122,13 @@ def read_header(path: str | Path, fmt: Format | None = None) -> list[str]:
     Raises DataError when the file is missing, empty, has duplicate column names or
     (CSV) is not UTF-8 or has CR-only line ends.
     """
-    path = Path(path)
+    return _header(Path(path), fmt or detect_format(path))[0]
+
+
+def _header(path: Path, fmt: Format) -> tuple[list[str], int]:
+    """read_header's column names, and (CSV) the byte offset where the data rows start (0 for Parquet)."""
     _check_exists(path)
-    fmt = fmt or detect_format(path)
+    offset = 0
     if fmt == "parquet":
         try:
             names = list(pq.ParquetFile(path).schema_arrow.names)
@@ -132,12 +136,12 @@ def read_header(path: str | Path, fmt: Format | None = None) -> list[str]:
             raise DataError(f"cannot read it as Parquet ({e}).", file=path,
                             fix="check that the file is a complete Parquet file.") from None
     else:
-        names = _csv_header(path)[0]
+        names, offset = _csv_header(path)
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise DataError(f"duplicate column names {dup} in the header.", file=path, line=1,
                         fix="give every column a distinct name.")
-    return names
+    return names, offset
 
 
 def _windows(path: Path, offset: int, block_size: int) -> Generator[tuple[bytes, bool], int, None]:
@@ -531,7 +535,7 @@ def iter_chunks(path: str | Path, columns_as_str: list[str], chunk_rows: int = 2
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     fmt = fmt or detect_format(path)
-    header = read_header(path, fmt)
+    header, offset = _header(path, fmt)
     missing = [c for c in columns_as_str if c not in header]
     if missing:
         raise DataError(f"the header lacks column(s) {missing} (header: {header}).", file=path,
@@ -540,6 +544,5 @@ def iter_chunks(path: str | Path, columns_as_str: list[str], chunk_rows: int = 2
     if fmt == "parquet":
         yield from _rebatch(_parquet_parts(path, columns, chunk_rows), chunk_rows, columns, path)
         return
-    offset = _csv_header(path)[1]
     block_size = int(min(max(chunk_rows * 128, _MIN_BLOCK), 1 << 26))
     yield from _rebatch(_csv_parts(path, header, columns, offset, block_size), chunk_rows, columns, path)

@@ -213,6 +213,24 @@ def test_regularization_is_half_lambda_whole_table_norm():
     assert model.regularization().item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+def test_net_regularization_covers_every_parameter_outside_the_embeddings():
+    cfg = make_cfg("model=final", "model.field_gate=true", "block.kind=final", "block.hidden_units=[4]",
+                   "model.net_regularizer=0.2")
+    torch.manual_seed(0)
+    model = build_model(cfg, tiny_features(), tasks("ctr"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.embedding.table.weight.numel() + model.embedding.numeric.numel()
+    names = {n.split(".")[-1] for n, _ in model.named_parameters()}
+    assert {"weight", "bias"} <= names  # BatchNorm's and the field gate's count too, as FuxiCTR's
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    # 0.1 · 0.25 per network parameter; the embedding tables are the embedding regulariser's (λ 0 here)
+    assert model.regularization().item() == pytest.approx(0.1 * 0.25 * (total - embedding), rel=1e-6)
+    assert len(model.network_parameters()) == len(list(model.parameters())) - 2
+
+
 def _final_2b(kd: bool):
     cfg = make_cfg("model=final", "model.num_blocks=2", f"model.kd={str(kd).lower()}", "model.field_gate=true",
                    "block.kind=final", "block.hidden_units=[8,8]", "model.block2.hidden_units=[6]", "model.block2.dropout=0")

@@ -101,15 +101,21 @@ class RankingModel(nn.Module):
         return losses
 
     def regularization(self) -> torch.Tensor:
-        """(λ_emb/2)·Σ‖E‖² over whole embedding tables + (λ_net/2)·Σ‖W‖² over Linear weights."""
+        """(λ_emb/2)·Σ‖E‖² over whole embedding tables + (λ_net/2)·Σ‖θ‖² over every trainable
+        parameter outside them (weights, biases, BatchNorm scale and shift, field gate), as
+        FuxiCTR's net_regularizer."""
         reg = torch.zeros((), device=self.embedding.table.weight.device)
+        embeddings = [m for m in self.modules() if isinstance(m, FeatureEmbedding)]
         if self.embedding_regularizer:
-            emb = sum(m.squared_norm() for m in self.modules() if isinstance(m, FeatureEmbedding))
-            reg = reg + self.embedding_regularizer / 2 * emb
+            reg = reg + self.embedding_regularizer / 2 * sum(m.squared_norm() for m in embeddings)
         if self.net_regularizer:
-            net = sum(m.weight.pow(2).sum() for m in self.modules() if isinstance(m, nn.Linear))
-            reg = reg + self.net_regularizer / 2 * net
+            reg = reg + self.net_regularizer / 2 * sum(p.pow(2).sum() for p in self.network_parameters())
         return reg
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the FeatureEmbedding modules: what model.net_regularizer covers."""
+        embedding = {id(p) for m in self.modules() if isinstance(m, FeatureEmbedding) for p in m.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in embedding]
 
     def loss(self, out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total training loss and its named parts (task losses, aux terms, regularisation)."""

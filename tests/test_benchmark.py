@@ -409,6 +409,15 @@ def test_readme_results_section_matches_the_committed_reports():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     expected = module.results_section()
     assert readme[readme.index(module.MARKER):] == expected, "run: python benchmarks/readme_results.py"
+    investigation = (REPO_ROOT / "docs" / "frappe_x1_investigation.md").read_text(encoding="utf-8")
+    assert investigation == module.investigation_doc(), "run: python benchmarks/readme_results.py"
+    # the at-a-glance row of FINAL(2B)+KD: mean of the three acceptance runs, bar 98.50, FuxiCTR's six runs
+    with open(REPO_ROOT / "results" / "frappe_x1_native" / "frappe_x1.csv", newline="") as f:
+        ours = [float(r["test_auc"]) * 100 for r in csv.DictReader(f) if r["model"] == "FINAL_2B_KD"]
+    row = next(line for line in module.glance_table().splitlines() if line.startswith("| FINAL_2B_KD |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "98.50" and cells[2].startswith(f"{sum(ours) / 3:.3f} ± ")
+    assert cells[3] == ("yes" if sum(ours) / 3 >= 98.50 else "no") and cells[5].endswith("(6)")
     frappe_table = module.first_table((REPO_ROOT / "results" / "frappe_x1.md").read_text(encoding="utf-8"))
     assert frappe_table.splitlines()[0].startswith("| model | n | seeds | test AUC")
     with pytest.raises(SystemExit, match="no section"):

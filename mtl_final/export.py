@@ -131,9 +131,14 @@ def sample_inputs(features: FeatureSpec, rows: int, seed: int = 0) -> list[np.nd
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs progress and optional-package notices (torchvision) and warns about its own
     internals (deprecations, axis naming); none of it concerns the user."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    # torch.onnx logs progress; onnxscript's version converter a notice, and a traceback where it cannot
+    # reach the opset asked for (export_onnx checks the written file's opset itself); onnx_ir, the
+    # optimiser's passes, logs at INFO
+    quiet = {"torch.onnx": logging.ERROR, "onnxscript": logging.CRITICAL, "onnx_ir": logging.WARNING}
+    loggers = {name: logging.getLogger(name) for name in quiet}
+    levels = {name: log.level for name, log in loggers.items()}
+    for name, log in loggers.items():
+        log.setLevel(quiet[name])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -142,7 +147,8 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*were assigned during export", category=UserWarning)
             yield
     finally:
-        log.setLevel(level)
+        for name, log in loggers.items():
+            log.setLevel(levels[name])
 
 
 def _onnx_session(model: Path | bytes) -> Any:
@@ -189,7 +195,13 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
             first = (str(e).strip() or type(e).__name__).splitlines()[0]
             raise ExportError(f"torch.onnx could not export {type(model).__name__}: {first}") from e
 
+    import onnx
     import onnxruntime
+
+    written = default_opset(onnx.load(str(path), load_external_data=False))
+    if written != opset:  # the exporter writes opset 18 and leaves it there where it cannot convert
+        raise ExportError(f"torch.onnx could not write ONNX opset {opset} for {type(model).__name__} (the file has "
+                          f"opset {written}); choose another --opset ({DEFAULT_OPSET}, the default, always works)")
 
     # A float32 model is only as exact as its conditioning allows (SAM's stacked products reach logits of 3e7
     # from N(0, 1) embeddings): onnxruntime may differ from PyTorch by what PyTorch itself differs from float64.
@@ -304,6 +316,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
     ConfigError for an unusable run directory, ExportError as export_onnx does."""
     run_dir = Path(run_dir)
     out_dir = export_dir(run_dir, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; name a folder for the export")
     _require_exporter()
     model, encoders, cfg = load_run_model(run_dir)
     created = not out_dir.exists()
@@ -369,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = export_dir(args.run, args.out)
         manifest = export_run(args.run, out, args.opset, args.check_rows, args.atol, args.raw_inputs)
-    except (ConfigError, DataError, ExportError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, ExportError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     worst = max(manifest["check"]["max_abs_diff"].values())

@@ -139,7 +139,9 @@ def with_raw_inputs(model: Any, encoders: FeatureEncoders) -> Any:
     front.ir_version = model.ir_version
     taken = {v for node in model.graph.node for v in (*node.input, *node.output)} | {
         t.name for t in model.graph.initializer}
-    clash = sorted(set(encoders.columns) & (taken - set(ENCODED)))
+    # the encoders' own names too: their outputs (categorical, numeric, unseen_values) and enc/... values
+    own = {v for node in front.graph.node for v in node.output} | {t.name for t in front.graph.initializer}
+    clash = sorted(set(encoders.columns) & ((taken - set(ENCODED)) | own))
     if clash:
         raise ValueError(f"field name(s) {clash} are also names inside the exported model's graph; "
                          "rename the field(s) in the dataset schema to export raw inputs")

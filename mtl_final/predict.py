@@ -74,8 +74,14 @@ def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, 
             raise FileNotFoundError(f"{run_dir / name} not found: --run must be a finished training run "
                                     "directory (config.yaml, encoders.json, best.pt)")
     cfg = load_config(run_dir / "config.yaml")
-    encoders = FeatureEncoders.load(run_dir / "encoders.json")
-    schema_path = run_schema_path(cfg)
+    try:
+        encoders = FeatureEncoders.load(run_dir / "encoders.json")
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"cannot read {run_dir / 'encoders.json'} ({type(e).__name__}: {e}): "
+                         "train the run again or restore the file") from e
+    schema_path = run_dir / "schema.yaml"  # the run's copy; runs made before it was written name theirs
+    if not schema_path.is_file():
+        schema_path = run_schema_path(cfg)
     if not schema_path.is_file():
         raise FileNotFoundError(
             f"dataset schema {schema_path} of run {run_dir} not found (the model's tasks are read from it); "
@@ -84,9 +90,19 @@ def load_run_model(run_dir: str | Path) -> tuple[RankingModel, FeatureEncoders, 
     if cfg["tasks"]:
         schema = schema.select_tasks(list(cfg["tasks"]))
     model = build_model(cfg, encoders.feature_spec(), list(schema.tasks))
-    state = load_checkpoint(run_dir / "best.pt", "cpu")
     try:
-        model.load_state_dict(state["model"])
+        state = load_checkpoint(run_dir / "best.pt", "cpu")
+    except Exception as e:  # a truncated or foreign file: torch raises RuntimeError, pickle its own errors
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ValueError(f"cannot read {run_dir / 'best.pt'} ({type(e).__name__}: {first}): "
+                         "train the run again or restore the file") from e
+    # the trainer's {"model": state dict, "epoch", ...}, or a plain state dict (README: data-parallel training)
+    weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{run_dir / 'best.pt'} holds a {type(weights).__name__}, not a state dict: "
+                         "train the run again or restore the file")
+    try:
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise ValueError(f"{run_dir / 'best.pt'} does not fit the model rebuilt from config.yaml, "
                          f"encoders.json and {schema_path}: {e}") from None
@@ -201,6 +217,10 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     if chunk_rows < 1 or batch_size < 1:
         raise ValueError(f"chunk_rows and batch_size must be >= 1, got {chunk_rows} and {batch_size}")
     input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise DataError("the input file is not found.", file=input_path, fix="check the --input path.")
+    if output_path.is_dir():
+        raise ValueError(f"--out {output_path} is a folder; name the output file (*.csv or *.parquet)")
     if output_path.resolve() == input_path.resolve():
         raise ValueError(f"--out {output_path} is the input file; write the predictions elsewhere")
     if not output_path.name.lower().endswith((".csv", ".parquet", ".pq")):
@@ -281,7 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=262144, help="rows read per chunk (bounds memory)")
     parser.add_argument("--batch-size", type=int, default=65536, help="rows per model forward pass")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0 = torch default), got {args.threads}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = [c.strip() for c in args.keep.split(",") if c.strip()]
     try:
         summary = predict(args.run, args.input, args.out, args.chunk_rows, args.batch_size, keep=keep)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

@@ -151,8 +151,15 @@ def test_missing_schema_file_is_named(run, tmp_path):
     shutil.copytree(run_dir, copy)
     text = (copy / "config.yaml").read_text().replace(str(root / "schema.yaml"), str(tmp_path / "gone.yaml"))
     (copy / "config.yaml").write_text(text)
+    # the run's own copy of the schema is enough: the file data.schema names is not needed
+    assert (copy / "schema.yaml").read_bytes() == (root / "schema.yaml").read_bytes()
+    _quiet(copy, root / "test.csv", tmp_path / "out.csv")
+    expected = pd.read_csv(tmp_path / "out.csv")
+    assert list(expected.columns) == ["p_ctr", "p_cvr", "p_ctcvr"] and len(expected) > 0
+    # a run made before the copy was written: data.schema names the file, which must exist
+    (copy / "schema.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="gone.yaml"):
-        _quiet(copy, root / "test.csv", tmp_path / "out.csv")
+        _quiet(copy, root / "test.csv", tmp_path / "out2.csv")
 
 
 def test_simulator_runs_resolve_the_schema_in_the_simulator_cache(tmp_path):

@@ -163,3 +163,15 @@ def test_invalid_utf8_in_gzip_and_in_header(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_header(path)
     assert_parts(str(err.value), "h.csv, line 1:", "0xe9 at byte offset 7", "UTF-8")
+
+
+def test_a_parquet_list_column_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"click": [1, 0], "c": pa.array([[1], [2, 3]]), "x": [1.0, 2.0]}), path)
+    assert [df["x"].tolist() for _, df in iter_chunks(path, ["x"])] == [["1", "2"]]  # other columns read
+    with pytest.raises(DataError) as err:
+        list(iter_chunks(path, ["c", "x"]))
+    msg = str(err.value)
+    assert "x.parquet" in msg and "column 'c'" in msg and "type list<element: int64>" in msg and "flatten" in msg

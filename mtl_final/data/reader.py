@@ -472,14 +472,21 @@ def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
     return table.select(columns).to_pandas()
 
 
-def _as_string_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Cast every column to string (booleans as 0/1 first)."""
+def _as_string_batch(batch: pa.RecordBatch, path: Path) -> pa.RecordBatch:
+    """Cast every column to string (booleans as 0/1 first); a column that has no text form (lists,
+    structs, maps) is a DataError naming it."""
     arrays = []
-    for col in batch.columns:
+    for name, col in zip(batch.schema.names, batch.columns):
         if pa.types.is_boolean(col.type):
             col = pc.cast(col, pa.int8())
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            col = pc.cast(col, pa.string())
+            try:
+                col = pc.cast(col, pa.string())
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as e:
+                raise DataError(f"the column has Parquet type {col.type}, which has no text form "
+                                f"({str(e).splitlines()[0]}).", file=path, column=name,
+                                fix="write one number or string per row in this column (flatten lists "
+                                    "and structs into columns of their own).") from None
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
@@ -517,7 +524,7 @@ def _rebatch(parts: Iterable[tuple[pa.Table, np.ndarray]], chunk_rows: int, colu
 def _parquet_parts(path: Path, columns: list[str], chunk_rows: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
     line = 2
     for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
-        yield pa.Table.from_batches([_as_string_batch(batch)]), np.arange(line, line + batch.num_rows)
+        yield pa.Table.from_batches([_as_string_batch(batch, path)]), np.arange(line, line + batch.num_rows)
         line += batch.num_rows
 
 

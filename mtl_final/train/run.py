@@ -5,8 +5,9 @@ directory; the others load the cache and train their shards (mtl_final/distribut
 from __future__ import annotations
 
 import json
-import os
+import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -19,7 +20,7 @@ from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
-from mtl_final.train.checkpoint import load_checkpoint
+from mtl_final.train.checkpoint import atomic_file, load_checkpoint
 from mtl_final.train.metrics import auc, logloss
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
@@ -43,22 +44,27 @@ def uses_simulator(cfg: Mapping[str, Any]) -> bool:
     return cfg["data"]["simulator"] is not None and not cfg["data"]["root"]
 
 
-def resolve_dataset(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> tuple[DatasetSchema, Path]:
-    """The schema and data folder of a run: data.schema + data.root when data.root is set,
-    else the built-in funnel simulator (data.simulator)."""
+def dataset_files(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
+    """(schema file, data folder) of a run: data.schema + data.root when data.root is set, else
+    the built-in funnel simulator's (data.simulator), which is generated here on first use."""
     data = cfg["data"]
     if uses_simulator(cfg):
         from mtl_final.data.simulator import ensure_simulated
 
         root = ensure_simulated(data["cache_dir"], **data["simulator"])
-        schema_path = Path(data["schema"]) if data["schema"] else root / "schema.yaml"
-        return DatasetSchema.from_yaml(schema_path), root
+        return (Path(data["schema"]) if data["schema"] else root / "schema.yaml"), root
     if not data["schema"] or not data["root"]:
         raise ValueError(
             "no data: set data.schema=<schema.yaml> and data.root=<folder with train/valid/test>, "
             "or data.simulator={n_rows: 200000} for the built-in funnel simulator"
         )
-    return DatasetSchema.from_yaml(data["schema"]), Path(data["root"])
+    return Path(data["schema"]), Path(data["root"])
+
+
+def resolve_dataset(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> tuple[DatasetSchema, Path]:
+    """The schema and data folder of a run (see `dataset_files`)."""
+    schema_path, root = dataset_files(cfg)
+    return DatasetSchema.from_yaml(schema_path), root
 
 
 def load_store(cfg: Mapping[str, Any], log: Callable[[str], None] = print
@@ -79,8 +85,12 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
 
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
-    """Train and evaluate one configuration; writes config.yaml, encoders.json, best.pt,
-    last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict.
+    """Train and evaluate one configuration; writes config.yaml, schema.yaml (a copy of the dataset
+    schema), encoders.json, best.pt, last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict.
+
+    A metric that is undefined (AUC or gAUC of rows holding one class, any metric of no rows) is NaN
+    in the returned dict and null in metrics.json. `epochs_run` counts the epochs training entered
+    (one stopped mid-epoch counts); `best_epoch` is the epoch of the best evaluation (0: none).
 
     resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
     t = cfg["train"]
@@ -103,6 +113,8 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
     elif dist.is_main:
         store.encoders.save(run_dir / "encoders.json")
+        # a copy of the schema, so that predict and export need nothing outside the run directory
+        shutil.copyfile(dataset_files(cfg)[0], run_dir / "schema.yaml")
     task_labels = {task.name: task.label for task in (*schema.tasks, *schema.parent_tasks)}
     splits = {name: store.split(name).to_tensors(task_labels) for name in SPLITS}
     log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
@@ -232,9 +244,21 @@ def _silent(message: str) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write `obj` as JSON, atomically; a NaN or infinite number (an undefined metric) is written as null."""
+    text = json.dumps(_null_non_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def _null_non_finite(value: Any) -> Any:
+    """`value` with every NaN / ±inf float (also numpy's) replaced by None, recursively."""
+    if isinstance(value, Mapping):
+        return {k: _null_non_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_null_non_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -12,6 +12,10 @@ train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense
 train.cpu_matmul sends the float32 matmuls of training steps and evaluation on CPU to MKL or oneDNN
 (mtl_final/nn/cpu_matmul.py). All are process-wide, like the thread count.
 
+A non-finite train loss (checked at every evaluation, on the mean over ranks) stops training with
+`NonFiniteLoss`; a NaN monitored valid metric (an AUC over rows of one class) with `UndefinedMonitor`
+at the first evaluation. Both are ValueErrors, which the CLI reports as one error line.
+
 Under torchrun (`dist`, see mtl_final/distributed.py) each rank trains on its shard of every global
 batch through DistributedDataParallel, evaluation gathers every rank's predictions, and rank 0 alone
 writes checkpoints and TensorBoard events; last.pt then holds every rank's generator state.
@@ -38,6 +42,15 @@ from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
 
 
 CHECKPOINT_FORMAT = 2  # what last.pt holds; 1 (no format key) had no resume state
+
+
+class NonFiniteLoss(ValueError):
+    """The train loss became NaN or infinite: the weights are no longer finite, training cannot go on."""
+
+
+class UndefinedMonitor(ValueError):
+    """The monitored valid metric is NaN (e.g. an AUC over rows that hold one class): it can never
+    pick the best weights, so training stops at the first evaluation instead of running on it."""
 
 
 def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -164,6 +177,8 @@ class Trainer:
         if skip == 0:
             self.epoch_loss = (0.0, 0)
         stop = self.finished()
+        if stop and skip:  # a finished run that stopped mid-epoch: that epoch was run
+            epoch += 1
         self._open_writer()
         while not stop and epoch < t["epochs"]:
             epoch += 1
@@ -199,10 +214,12 @@ class Trainer:
         return self.history
 
     def finished(self) -> bool:
-        """Whether training stopped early: patience used up, or train.max_steps reached (the epoch
+        """Whether training stopped early: patience used up (only after an evaluation, so that
+        train.patience=0 stops after the first one, as FuxiCTR's), or train.max_steps reached (the epoch
         loop itself ends at train.epochs)."""
         t = self.t
-        return self.stopping_steps >= t["patience"] or (bool(t["max_steps"]) and self.global_step >= t["max_steps"])
+        return (bool(self.history) and self.stopping_steps >= t["patience"]) \
+            or (bool(t["max_steps"]) and self.global_step >= t["max_steps"])
 
     # --- resume -----------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
@@ -283,8 +300,23 @@ class Trainer:
         return tqdm(batches, desc=f"epoch {epoch}", leave=False, mininterval=1.0, initial=skip, total=len(loader))
 
     def _evaluate_and_schedule(self, valid: Any, epoch: int, train_loss: float, start: float) -> bool:
+        if not math.isfinite(train_loss):  # the mean over ranks: every rank raises together
+            since, kept = (f"step {self.history[-1]['step']}", "last.pt and best.pt keep the last evaluation") \
+                if self.history else ("the start", "no evaluation was checkpointed")
+            raise NonFiniteLoss(
+                f"the train loss is {train_loss} at epoch {epoch} step {self.global_step}: a step since {since} "
+                f"had a non-finite loss, so the weights are no longer finite and training stops ({kept}); "
+                "lower train.lr, keep train.grad_clip_norm on, or check the inputs for extreme values")
         metrics = self.evaluate(valid)
         value = monitor_value(metrics, self.monitor)
+        if not math.isfinite(value):  # the valid labels are fixed: it would be undefined at every evaluation
+            undefined = [path for path in self.monitor
+                         if not math.isfinite(metrics[path.split(".")[0]][path.split(".")[1]])]
+            rows = {path: metrics[path.split(".")[0]].get("rows") for path in undefined}
+            raise UndefinedMonitor(
+                f"train.monitor is {value} on valid at epoch {epoch} step {self.global_step}: {undefined} "
+                f"undefined (rows scored: {rows}; an AUC needs both labels among its rows, a gAUC a group "
+                "holding both); choose another train.monitor or a valid split with both labels")
         lr = self.optimizer.param_groups[0]["lr"]
         record = {"epoch": epoch, "step": self.global_step, "train_loss": train_loss, "lr": lr,
                   "monitor": value, "valid": metrics, "seconds": time.perf_counter() - start}
@@ -301,7 +333,8 @@ class Trainer:
                              "monitor": value}, self.run_dir / "best.pt")
         else:
             self.stopping_steps += 1
-            new_lr = max(lr * self.t["lr_decay_factor"], self.t["min_lr"])
+            # floored at min_lr, but never raised (an lr already under min_lr stays)
+            new_lr = min(lr, max(lr * self.t["lr_decay_factor"], self.t["min_lr"]))
             for group in self.optimizer.param_groups:
                 group["lr"] = new_lr
         summary = " ".join(f"{task}.auc={m['auc']:.6f}" for task, m in metrics.items())

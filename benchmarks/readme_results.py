@@ -17,7 +17,7 @@ frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_searc
 `benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
 (the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
 with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD on the AMD EPYC,
-where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2}.json
+where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2,_epyc3}.json
 (`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,
 cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
 epoch_speed_ddp_{1proc_2threads,2procs_1thread,2procs_1thread_epyc2,2procs_1thread_syncbn_epyc2}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
@@ -56,6 +56,7 @@ SPEED_VARIANTS = (  # JSON suffix, overrides, comment
     ("_epyc_medium", " train.matmul_precision=medium", "# the same EPYC: no AMX, so no bfloat16 rounding"),
     ("_epyc_blas", " train.cpu_matmul=blas", "# the same EPYC, matmuls on MKL"),
     ("_epyc2", "", "# float32 default again, at 8ff7b62, on a later AMD EPYC VM with slower matmuls (probe)"),
+    ("_epyc3", "", "# float32 default again, at 5c8e98c, on the next session's AMD EPYC VM"),
 )
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
@@ -330,7 +331,7 @@ def results_section() -> str:
           for s in speeds),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
-        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2}.json`\n"
+        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2,_epyc3}.json`\n"
         "(every epoch's time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the\n"
         "revision measured; `cpu`, the model and its bfloat16 / AVX-512 flags, – where a JSON predates it: those\n"
         "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, `train.cpu_matmul`'s float32 matmul backend,\n"

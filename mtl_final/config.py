@@ -198,7 +198,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "train.eval_batch_size": (1, None),
     "train.lr": (0.0, None),
     "train.weight_decay": (0.0, None),
-    "train.epochs": (0, None),
+    "train.epochs": (1, None),  # 0 would write a run without best.pt
     "train.eval_every_steps": (0, None),
     "train.lr_decay_factor": (0.0, 1.0),
     "train.min_lr": (0.0, None),

@@ -178,6 +178,8 @@ def test_bad_choice_lists_allowed_values() -> None:
 def test_bounds() -> None:
     with pytest.raises(ConfigError, match=r"'train\.batch_size' must lie in \[2, inf\], got 1"):
         load_config(None, ["train.batch_size=1"])  # BatchNorm needs 2 rows
+    with pytest.raises(ConfigError, match=r"'train\.epochs' must lie in \[1, inf\], got 0"):
+        load_config(None, ["train.epochs=0"])  # a run without a single evaluation has no best.pt
     with pytest.raises(ConfigError, match=r"'block\.hidden_units' must lie in"):
         load_config(None, ["block.hidden_units=[8,0]"])
     with pytest.raises(ConfigError, match=r"'seed' must lie in \[0, 4294967295\], got -1"):

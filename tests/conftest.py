@@ -65,3 +65,13 @@ def native_kernels():
         pytest.skip(reason)
     yield
     kernels.use_kernels("native")
+
+
+@pytest.fixture(scope="module")
+def esmm_run(tmp_path_factory):
+    """(data root, run dir, tmp) of a 1-epoch ESMM run (ctr, cvr) on the tiny dataset, trained once per module."""
+    from tests.test_trainer import train_tiny_esmm
+
+    tmp = tmp_path_factory.mktemp("esmm_run")
+    root, out = train_tiny_esmm(tmp)
+    return root, out, tmp

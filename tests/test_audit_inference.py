@@ -17,23 +17,14 @@ from mtl_final.data.schema import FieldSpec
 from mtl_final.export import ExportError, export_onnx, main as export_main
 from mtl_final.onnx_encoders import with_raw_inputs
 from mtl_final.predict import load_run_model, main as predict_main, predict
-from tests.test_trainer import train_tiny_esmm
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(data root, run dir, tmp): a 1-epoch ESMM run on the tiny dataset."""
-    tmp = tmp_path_factory.mktemp("audit_inference")
-    root, out = train_tiny_esmm(tmp)
-    return root, out, tmp
-
-
-@pytest.fixture(scope="module")
-def encoded_onnx(run):
+def encoded_onnx(esmm_run):
     """The run's model exported at the default opset (encoded inputs), and the run's encoders."""
-    _, run_dir, tmp = run
+    _, run_dir, tmp = esmm_run
     model, encoders, _ = load_run_model(run_dir)
     path = tmp / "encoded.onnx"
     export_onnx(model, encoders.feature_spec(), path, check_rows=8)
@@ -47,8 +38,8 @@ def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- predict
-def test_predict_out_naming_an_existing_folder_is_refused_before_scoring(run, tmp_path, capsys, monkeypatch):
-    root, run_dir, _ = run
+def test_predict_out_naming_an_existing_folder_is_refused_before_scoring(esmm_run, tmp_path, capsys, monkeypatch):
+    root, run_dir, _ = esmm_run
     (tmp_path / "pred.csv").mkdir()
     import mtl_final.predict as predict_module
 
@@ -60,8 +51,8 @@ def test_predict_out_naming_an_existing_folder_is_refused_before_scoring(run, tm
     assert (tmp_path / "pred.csv").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
 
 
-def test_predict_missing_input_names_the_input_not_the_dataset_schema(run, tmp_path):
-    _, run_dir, _ = run
+def test_predict_missing_input_names_the_input_not_the_dataset_schema(esmm_run, tmp_path):
+    _, run_dir, _ = esmm_run
     with pytest.raises(DataError) as err:
         predict(run_dir, tmp_path / "nope.csv", tmp_path / "out.csv", log=None)
     assert err.value.file == str(tmp_path / "nope.csv")
@@ -70,8 +61,8 @@ def test_predict_missing_input_names_the_input_not_the_dataset_schema(run, tmp_p
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_predict_corrupt_best_pt_is_a_clear_error(run, tmp_path, capsys):
-    root, run_dir, _ = run
+def test_predict_corrupt_best_pt_is_a_clear_error(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
     copy = _copy_run(run_dir, tmp_path)
     (copy / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:1000])  # cut short
     assert predict_main(["--run", str(copy), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv")]) == 2
@@ -81,8 +72,8 @@ def test_predict_corrupt_best_pt_is_a_clear_error(run, tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_predict_corrupt_encoders_json_names_the_file(run, tmp_path, capsys):
-    root, run_dir, _ = run
+def test_predict_corrupt_encoders_json_names_the_file(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
     copy = _copy_run(run_dir, tmp_path)
     (copy / "encoders.json").write_text("{")
     assert predict_main(["--run", str(copy), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv")]) == 2
@@ -91,9 +82,9 @@ def test_predict_corrupt_encoders_json_names_the_file(run, tmp_path, capsys):
     assert err.rstrip().endswith("train the run again or restore the file")
 
 
-def test_predict_reads_a_best_pt_that_is_a_plain_state_dict(run, tmp_path):
+def test_predict_reads_a_best_pt_that_is_a_plain_state_dict(esmm_run, tmp_path):
     """README (data-parallel training): 'best.pt is a plain state dict, so predict and export work on it'."""
-    root, run_dir, _ = run
+    root, run_dir, _ = esmm_run
     copy = _copy_run(run_dir, tmp_path)
     torch.save(torch.load(run_dir / "best.pt", weights_only=False)["model"], copy / "best.pt")
     predict(run_dir, root / "test.csv", tmp_path / "want.csv", log=None)
@@ -101,8 +92,8 @@ def test_predict_reads_a_best_pt_that_is_a_plain_state_dict(run, tmp_path):
     assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "want.csv").read_bytes()
 
 
-def test_predict_negative_threads_is_a_usage_error(run, tmp_path, capsys):
-    root, run_dir, _ = run
+def test_predict_negative_threads_is_a_usage_error(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
     with pytest.raises(SystemExit) as exit_:
         predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv"),
                       "--threads", "-1"])
@@ -112,8 +103,8 @@ def test_predict_negative_threads_is_a_usage_error(run, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- export
-def test_export_out_naming_an_existing_file_is_refused(run, tmp_path, capsys):
-    _, run_dir, _ = run
+def test_export_out_naming_an_existing_file_is_refused(esmm_run, tmp_path, capsys):
+    _, run_dir, _ = esmm_run
     target = tmp_path / "model_dir"
     target.write_text("keep me")
     assert export_main(["--run", str(run_dir), "--out", str(target), "--check-rows", "8"]) == 2
@@ -131,8 +122,8 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def test_export_refuses_an_opset_it_cannot_write(run, tmp_path):
-    _, run_dir, _ = run
+def test_export_refuses_an_opset_it_cannot_write(esmm_run, tmp_path):
+    _, run_dir, _ = esmm_run
     model, encoders, _ = load_run_model(run_dir)
     seen = _Records()
     logging.getLogger("onnxscript").addHandler(seen)
@@ -146,8 +137,8 @@ def test_export_refuses_an_opset_it_cannot_write(run, tmp_path):
     assert not seen.records  # the converter's notice and traceback are not printed
 
 
-def test_export_cli_opset_is_the_files_opset(run, tmp_path, capsys):
-    _, run_dir, _ = run
+def test_export_cli_opset_is_the_files_opset(esmm_run, tmp_path, capsys):
+    _, run_dir, _ = esmm_run
     out = tmp_path / "ex"
     assert export_main(["--run", str(run_dir), "--out", str(out), "--opset", "5", "--check-rows", "8"]) == 2
     err = capsys.readouterr().err

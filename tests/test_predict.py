@@ -18,17 +18,8 @@ from mtl_final.models import build_model
 from mtl_final.nn import cpu_matmul
 import mtl_final.predict as predict_module
 from mtl_final.predict import load_run_model, main as predict_main, predict
-from tests.test_trainer import train_tiny_esmm
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(data root, run dir, tmp) of a 1-epoch ESMM run on the tiny dataset."""
-    tmp = tmp_path_factory.mktemp("predict")
-    root, out = train_tiny_esmm(tmp)
-    return root, out, tmp
 
 
 def _quiet(*args, **kwargs):
@@ -50,8 +41,8 @@ def _direct_probs(run_dir: Path, root: Path, tmp: Path) -> dict[str, np.ndarray]
     return {k: v.numpy() for k, v in out.probs.items()}
 
 
-def test_predictions_match_the_model_on_the_store_and_keep_row_order(run, tmp_path):
-    root, run_dir, tmp = run
+def test_predictions_match_the_model_on_the_store_and_keep_row_order(esmm_run, tmp_path):
+    root, run_dir, tmp = esmm_run
     summary = _quiet(run_dir, root / "test.csv", tmp_path / "pred.csv", keep=["a", "click"])
     got = pd.read_csv(tmp_path / "pred.csv")
     src = pd.read_csv(root / "test.csv")
@@ -66,8 +57,8 @@ def test_predictions_match_the_model_on_the_store_and_keep_row_order(run, tmp_pa
     assert summary["oov"] == {"a": 0, "b": 0, "c": 0}
 
 
-def test_chunking_does_not_change_the_output(run, tmp_path):
-    root, run_dir, _ = run
+def test_chunking_does_not_change_the_output(esmm_run, tmp_path):
+    root, run_dir, _ = esmm_run
     _quiet(run_dir, root / "test.csv", tmp_path / "default.csv")
     _quiet(run_dir, root / "test.csv", tmp_path / "chunked.csv", chunk_rows=7)
     assert (tmp_path / "default.csv").read_bytes() == (tmp_path / "chunked.csv").read_bytes()
@@ -80,8 +71,8 @@ def test_chunking_does_not_change_the_output(run, tmp_path):
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-6)
 
 
-def test_labels_are_not_needed_and_unseen_values_score_as_oov(run, tmp_path):
-    root, run_dir, _ = run
+def test_labels_are_not_needed_and_unseen_values_score_as_oov(esmm_run, tmp_path):
+    root, run_dir, _ = esmm_run
     rows = "a,b,c,x\n1,2,3,0.5\nzzz,2,3,0.5\nnever-seen,2,3,0.5\n,2,3,\n"
     (tmp_path / "in.csv").write_text(rows)
     summary = _quiet(run_dir, tmp_path / "in.csv", tmp_path / "out.csv")
@@ -101,8 +92,8 @@ def test_labels_are_not_needed_and_unseen_values_score_as_oov(run, tmp_path):
     assert got["p_ctr"][0] != got["p_ctr"][1]  # a=1 is in the vocabulary
 
 
-def test_missing_column_and_bad_numeric_raise_data_errors(run, tmp_path):
-    root, run_dir, _ = run
+def test_missing_column_and_bad_numeric_raise_data_errors(esmm_run, tmp_path):
+    root, run_dir, _ = esmm_run
     (tmp_path / "nob.csv").write_text("a,c,x\n1,3,0.5\n")
     with pytest.raises(DataError) as err:
         _quiet(run_dir, tmp_path / "nob.csv", tmp_path / "out.csv")
@@ -118,8 +109,8 @@ def test_missing_column_and_bad_numeric_raise_data_errors(run, tmp_path):
     assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv.tmp-*"))
 
 
-def test_parquet_input_and_output_match_csv(run, tmp_path):
-    root, run_dir, _ = run
+def test_parquet_input_and_output_match_csv(esmm_run, tmp_path):
+    root, run_dir, _ = esmm_run
     frame = pd.read_csv(root / "test.csv").drop(columns=["click", "conv"])  # a, b, c int64; x float64
     frame.to_parquet(tmp_path / "test.parquet", index=False)
     _quiet(run_dir, root / "test.csv", tmp_path / "from_csv.csv")
@@ -131,8 +122,8 @@ def test_parquet_input_and_output_match_csv(run, tmp_path):
         np.testing.assert_array_equal(a[name].to_numpy(np.float32), b[name].to_numpy())
 
 
-def test_cli(run, tmp_path, capsys):
-    root, run_dir, _ = run
+def test_cli(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
     out = tmp_path / "cli.csv"
     assert predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"), "--out", str(out),
                          "--keep", "c"]) == 0
@@ -143,8 +134,8 @@ def test_cli(run, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_missing_schema_file_is_named(run, tmp_path):
-    root, run_dir, _ = run
+def test_missing_schema_file_is_named(esmm_run, tmp_path):
+    root, run_dir, _ = esmm_run
     import shutil
 
     copy = tmp_path / "run"
@@ -170,18 +161,18 @@ def test_simulator_runs_resolve_the_schema_in_the_simulator_cache(tmp_path):
     assert run_schema_path(cfg) == ensure_simulated(tmp_path, n_rows=1000, seed=3) / "schema.yaml"
 
 
-def test_scoring_runs_at_exact_float32_matmul_precision(run):
-    _, run_dir, _ = run
+def test_scoring_runs_at_exact_float32_matmul_precision(esmm_run):
+    _, run_dir, _ = esmm_run
     torch.set_float32_matmul_precision("medium")  # e.g. left by a Trainer with train.matmul_precision=medium
     load_run_model(run_dir)
     assert torch.get_float32_matmul_precision() == "highest"
 
 
 @pytest.mark.parametrize("vendor, backend", [("AuthenticAMD", "medium"), ("GenuineIntel", "highest")])
-def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(run, tmp_path, monkeypatch, vendor, backend):
+def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(esmm_run, tmp_path, monkeypatch, vendor, backend):
     """train.cpu_matmul=auto scores through oneDNN (float32 matmul precision medium while the model runs)
     on an AMD CPU where medium does not round, through BLAS elsewhere; highest is restored after."""
-    root, run_dir, _ = run
+    root, run_dir, _ = esmm_run
     monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: False)
     monkeypatch.setattr(cpu_matmul, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(cpu_matmul, "_backend", cpu_matmul._backend)  # restored after the test

@@ -86,7 +86,8 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate one configuration; writes config.yaml, schema.yaml (a copy of the dataset
-    schema), encoders.json, best.pt, last.pt, TensorBoard events and metrics.json into run_dir. Returns the metrics dict.
+    schema), encoders.json, best.pt, last.pt, TensorBoard events and metrics.json into run_dir.
+    Returns the metrics dict.
 
     A metric that is undefined (AUC or gAUC of rows holding one class, any metric of no rows) is NaN
     in the returned dict and null in metrics.json. `epochs_run` counts the epochs training entered

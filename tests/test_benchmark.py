@@ -3,6 +3,7 @@ CSV, failures) on a tiny dataset, and the markdown report (statistics, paper col
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -439,3 +440,72 @@ def test_mean_interval_is_the_student_t_interval() -> None:
     assert hi - 2 == pytest.approx(2.919986 / 3 ** 0.5, abs=1e-6)
     with pytest.raises(ValueError, match="at least 2 values"):
         report.mean_interval([1.0])
+
+
+# --- audit regressions of the runner and report (each failed before its fix) ----------------------
+AUDIT_CSV_HEADER = ",".join(runner.CSV_COLUMNS) + "\n"
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("run_experiment called")
+
+
+def test_non_finite_csv_row_is_skipped_reported_and_rerun(tmp_path: Path, tiny: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A nan row (not written by the runner, which refuses non-finite metrics) crashed the report
+    # with AttributeError from statistics.stdev, and resume counted its cell as done.
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "frappe_x1.csv").write_text(AUDIT_CSV_HEADER + "DCN,1,0.9,0.1,0.9,0.1,1,1.0\nDCN,2,0.9,0.1,nan,0.1,1,1.0\n")
+    logged: list[str] = []
+    rows = runner.read_rows(out / "frappe_x1.csv", logged.append)
+    assert [(r["model"], r["seed"]) for r in rows] == [("DCN", 1)]
+    assert len(logged) == 1 and "frappe_x1.csv:3: malformed row skipped (non-finite test_auc 'nan')" in logged[0]
+    text = report.write_report("frappe_x1", out, log=None).read_text()
+    assert "| DCN | 1 | 1 | 90.000 ± – |" in text
+
+    tiny["out"].mkdir()
+    (tiny["out"] / "tiny.csv").write_text(AUDIT_CSV_HEADER + "LR,1,0.7,0.5,0.7,0.5,1,0.1\nLR,2,0.7,0.5,inf,0.5,1,0.1\n")
+    calls = []
+    monkeypatch.setattr(runner, "run_experiment",
+                        lambda cfg, run_dir, log, resume=False: calls.append(cfg["seed"]) or _fake_metrics())
+    assert main(_argv(tiny, models="LR")) == 0
+    assert calls == [2]
+
+
+def test_welch_with_zero_variance_in_both_groups_is_undefined(tmp_path: Path) -> None:
+    # scipy gives t = inf, p = 0 for constant groups of different means: the report printed
+    # "t = nan ... p = 0.0000" and "Significant ...: yes".
+    res = report.welch_ttest([0.99, 0.99], [0.98, 0.98])
+    assert all(math.isnan(res[k]) for k in ("t", "df", "p_two_sided", "p_greater"))
+    res = report.welch_ttest([0.99, 0.995], [0.98, 0.98])  # one constant group: still defined
+    assert res["df"] == pytest.approx(1.0) and res["t"] == pytest.approx(5.0)
+    out = tmp_path / "r"
+    for model, seed, auc in [("DCN", 1, 0.98), ("DCN", 2, 0.98), ("FINAL_2B_KD", 1, 0.99), ("FINAL_2B_KD", 2, 0.99)]:
+        runner.append_row(out / "frappe_x1.csv", {
+            "model": model, "seed": seed, "valid_auc": auc, "valid_logloss": 0.1, "test_auc": auc,
+            "test_logloss": 0.1, "best_epoch": 1, "seconds": 1.0})
+    text = report.write_report("frappe_x1", out, log=None).read_text()
+    assert "t = nan, df = nan, p (two-sided) = nan, p (one-sided, FINAL_2B_KD > DCN) = nan." in text
+    assert "Significant at p < 0.05 (one-sided, as the paper claims): undefined (both have zero variance)." in text
+
+
+def test_single_task_bad_override_exits_2_before_anything_runs_or_is_logged(
+        tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # It ran every cell, each failing with ConfigError, exit 1, and logged the command; the grid
+    # mode (plan_grid) already refused it with exit 2.
+    monkeypatch.setattr(runner, "run_experiment", _must_not_run)
+    assert main(_argv(tiny) + ["train.nosuchkey=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.nosuchkey'" in err and "lr.yaml" in err
+    assert not (tiny["out"] / "tiny.commands").exists() and not (tiny["out"] / "tiny.csv").exists()
+
+
+def test_csv_of_other_columns_exits_2_before_the_command_is_logged(
+        tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(runner, "run_experiment", _must_not_run)
+    tiny["out"].mkdir()
+    (tiny["out"] / "tiny.csv").write_text(",".join(runner.MTL_CSV_COLUMNS) + "\n")
+    assert main(_argv(tiny)) == 2
+    assert "expected ['model', 'seed'," in capsys.readouterr().err
+    assert not (tiny["out"] / "tiny.commands").exists()

@@ -37,9 +37,12 @@ from mtl_final.benchmark.runner import (
     DEFAULT_CONFIGS_DIR,
     MODEL_IDS,
     MTL_VARIANTS,
+    MULTI_TASK,
     BenchmarkError,
+    csv_path,
     plan_cells,
     plan_grid,
+    read_rows,
     run_benchmark,
     run_grid,
 )
@@ -134,13 +137,15 @@ def main(argv: Sequence[str] | None = None, entry: str | Sequence[str] | None = 
         try:
             if grid:
                 plan_grid(args.grid, args.variants or "all", args.seeds, overrides)  # fail before logging
+                read_rows(csv_path(args.out, title), layout=MULTI_TASK)
                 report.log_command(args.out, title, command)
                 summary = run_grid(title, args.grid, args.variants or "all", args.seeds, out_dir=args.out,
                                    runs_dir=args.runs_dir, overrides=overrides, log=log)
             else:
                 configs = args.configs or str(DEFAULT_CONFIGS_DIR)
                 models = args.models or "all"
-                plan_cells(title, models, args.seeds, configs)  # bad ids/seeds: fail before logging
+                plan_cells(title, models, args.seeds, configs, overrides)  # bad ids/seeds/keys: fail before logging
+                read_rows(csv_path(args.out, title))  # a CSV of other columns: fail before logging
                 report.log_command(args.out, title, command)
                 summary = run_benchmark(title, models, args.seeds, out_dir=args.out,
                                         runs_dir=args.runs_dir, overrides=overrides,

@@ -108,7 +108,10 @@ def welch_ttest(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
         greater = sps.ttest_ind(a, b, equal_var=False, alternative="greater")
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     denom = va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)
-    df = (va + vb) ** 2 / denom if denom > 0 else float("nan")
+    if not denom > 0:  # both variances zero: t is 0/0 or ±inf (scipy: p = 0), the test is undefined
+        nan = float("nan")
+        return {"t": nan, "df": nan, "p_two_sided": nan, "p_greater": nan}
+    df = (va + vb) ** 2 / denom
     return {"t": float(two.statistic), "df": df, "p_two_sided": float(two.pvalue),
             "p_greater": float(greater.pvalue)}
 
@@ -191,8 +194,9 @@ def _significance(stats: dict[str, ModelStats]) -> list[str]:
         f"t = {_fmt(res['t'], 6)}, df = {_fmt(res['df'], 2)}, p (two-sided) = {_fmt(res['p_two_sided'], 4)}, "
         f"p (one-sided, {TTEST_MODEL} > {base.model}) = {_fmt(res['p_greater'], 4)}.",
         "",
-        f"Significant at p < 0.05 (one-sided, as the paper claims): "
-        f"{'yes' if res['p_greater'] < 0.05 else 'no'}.",
+        "Significant at p < 0.05 (one-sided, as the paper claims): "
+        + ("undefined (both have zero variance)" if not math.isfinite(res["p_greater"])
+           else "yes" if res["p_greater"] < 0.05 else "no") + ".",
     ]
     return lines
 

@@ -125,7 +125,10 @@ class CsvLayout:
             elif col in self.optional and text == "":
                 out[col] = None
             else:
-                out[col] = float(text)
+                value = float(text)
+                if not math.isfinite(value):  # the runner never writes one (_check_finite)
+                    raise ValueError(f"non-finite {col} {text!r}")
+                out[col] = value
         return out
 
     def label(self, row: Mapping[str, Any]) -> str:
@@ -311,9 +314,15 @@ def mtl_metrics_row(model: str, variant: str, seed: int, metrics: Mapping[str, A
 
 
 def plan_cells(dataset: str, models: str | Sequence[str], seeds: str | Iterable[int],
-               configs_dir: str | Path = DEFAULT_CONFIGS_DIR) -> list[Cell]:
-    """Every (model, seed) cell in run order: models in the given order, seeds within each model."""
+               configs_dir: str | Path = DEFAULT_CONFIGS_DIR,
+               overrides: Sequence[str] | None = None) -> list[Cell]:
+    """Every (model, seed) cell in run order: models in the given order, seeds within each model.
+    With ``overrides``, every model's config is loaded with them, so a bad key fails here, before
+    anything runs (as in :func:`plan_grid`)."""
     resolved = resolve_models(models, dataset, configs_dir)
+    if overrides is not None:
+        for _, path in resolved:
+            _load_checked(path, ["train.progress=false", *overrides])
     return [Cell(m, s, p) for m, p in resolved for s in parse_seeds(seeds)]
 
 
@@ -368,7 +377,7 @@ def run_benchmark(dataset: str, models: str | Sequence[str], seeds: str | Iterab
                   log: Callable[[str], None] = print) -> RunSummary:
     """Run every cell of ``dataset`` not yet in ``<out_dir>/<dataset>.csv``, appending a row per
     finished cell. Failures are logged and collected in the summary; the remaining cells still run."""
-    cells = plan_cells(dataset, models, seeds, configs_dir)
+    cells = plan_cells(dataset, models, seeds, configs_dir, overrides)
     return _run_cells(
         dataset, cells, csv_path(out_dir, dataset), SINGLE_TASK,
         make_row=lambda cell, metrics: metrics_row(cell.model, cell.seed, metrics),

@@ -40,7 +40,8 @@ class FINAL(RankingModel):
         self.head1 = LogitHead(self.block1.output_dim)
         self.block2 = self.head2 = None
         if m["num_blocks"] == 2:
-            self.block2 = build_block_from_config(cfg["block"], flat_dim, **m["block2"])
+            self.block2 = build_block_from_config(cfg["block"], flat_dim, units_key="model.block2.hidden_units",
+                                                  **m["block2"])
             self.head2 = LogitHead(self.block2.output_dim)
 
     def compute_logits(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

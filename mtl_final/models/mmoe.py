@@ -36,7 +36,7 @@ class MMoE(RankingModel):
         if num_experts < 1:
             raise ValueError(f"model.num_experts must be >= 1, got {num_experts}")
         in_dim = features.num_fields * self.embedding_dim
-        self.experts = nn.ModuleList(build_block_from_config(cfg["expert"], in_dim) for _ in range(num_experts))
+        self.experts = nn.ModuleList(build_block_from_config(cfg["expert"], in_dim, "expert") for _ in range(num_experts))
         expert_dim = self.experts[0].output_dim
         self.gates = nn.ModuleDict({name: nn.Linear(in_dim, num_experts) for name in self.task_names})
         self.towers = nn.ModuleDict({name: Tower(expert_dim, cfg["tower"]) for name in self.task_names})

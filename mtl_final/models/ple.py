@@ -48,7 +48,7 @@ class CGCLevel(nn.Module):
         self.task_names = list(task_names)
 
         def experts(n: int) -> nn.ModuleList:
-            return nn.ModuleList(build_block_from_config(expert_section, in_dim) for _ in range(n))
+            return nn.ModuleList(build_block_from_config(expert_section, in_dim, "expert") for _ in range(n))
 
         self.task_experts = nn.ModuleDict({name: experts(num_task_experts) for name in self.task_names})
         self.shared_experts = experts(num_shared_experts)

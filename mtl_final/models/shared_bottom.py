@@ -42,7 +42,8 @@ class SharedBottom(RankingModel):
         in_dim = features.num_fields * self.embedding_dim
         self.shared = None
         if shared_units:
-            self.shared = build_block_from_config(cfg["tower"], in_dim, hidden_units=shared_units)
+            self.shared = build_block_from_config(cfg["tower"], in_dim, "tower", units_key="model.shared_units",
+                                                  hidden_units=shared_units)
             in_dim = self.shared.output_dim
         self.towers = nn.ModuleDict({name: Tower(in_dim, cfg["tower"]) for name in self.task_names})
 

@@ -27,7 +27,18 @@ def build_block(kind: str, in_dim: int, **options: Any) -> nn.Module:
     raise ValueError(f"unknown block kind {kind!r}; choose one of {list(BLOCK_KINDS)}")
 
 
-def build_block_from_config(section: Mapping[str, Any], in_dim: int, **overrides: Any) -> nn.Module:
-    """build_block from a config section such as cfg['block'] / cfg['tower'] (keys as in DEFAULTS)."""
+def build_block_from_config(section: Mapping[str, Any], in_dim: int, name: str = "block",
+                            units_key: str | None = None, **overrides: Any) -> nn.Module:
+    """build_block from a config section such as cfg['block'] / cfg['tower'] (keys as in DEFAULTS).
+
+    name: the section's config key (``block``, ``tower``, ``expert``), and units_key the key holding the
+    widths where they are not ``<name>.hidden_units`` (``model.shared_units``): a bad value's error
+    names them.
+    """
     options = {**section, **overrides}
-    return build_block(options.pop("kind"), in_dim, **options)
+    kind = options.pop("kind")
+    try:
+        return build_block(kind, in_dim, **options)
+    except ValueError as exc:
+        keys = f"'{units_key or name + '.hidden_units'}', '{name}.num_steps', '{name}.aggregation'"
+        raise ValueError(f"config keys {keys} (block kind {kind!r}): {exc}") from exc

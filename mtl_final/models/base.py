@@ -105,9 +105,9 @@ class RankingModel(nn.Module):
         parameter outside them (weights, biases, BatchNorm scale and shift, field gate), as
         FuxiCTR's net_regularizer."""
         reg = torch.zeros((), device=self.embedding.table.weight.device)
-        embeddings = [m for m in self.modules() if isinstance(m, FeatureEmbedding)]
         if self.embedding_regularizer:
-            reg = reg + self.embedding_regularizer / 2 * sum(m.squared_norm() for m in embeddings)
+            emb = sum(m.squared_norm() for m in self.modules() if isinstance(m, FeatureEmbedding))
+            reg = reg + self.embedding_regularizer / 2 * emb
         if self.net_regularizer:
             reg = reg + self.net_regularizer / 2 * sum(p.pow(2).sum() for p in self.network_parameters())
         return reg

@@ -28,12 +28,12 @@ class Tower(nn.Module):
     both blocks toward their averaged, detached prediction.
     """
 
-    def __init__(self, in_dim: int, section: Mapping[str, Any], section_name: str = "tower") -> None:
+    def __init__(self, in_dim: int, section: Mapping[str, Any]) -> None:
         super().__init__()
         self.dual = bool(section.get("dual", False))
         self.kd = bool(section.get("kd", False)) and self.dual
         self.blocks = nn.ModuleList(
-            build_block_from_config(section, in_dim, section_name) for _ in range(2 if self.dual else 1)
+            build_block_from_config(section, in_dim, "tower") for _ in range(2 if self.dual else 1)
         )
         self.heads = nn.ModuleList(LogitHead(block.output_dim) for block in self.blocks)
 

@@ -310,11 +310,13 @@ class Trainer:
         metrics = self.evaluate(valid)
         value = monitor_value(metrics, self.monitor)
         if not math.isfinite(value):  # the valid labels are fixed: it would be undefined at every evaluation
-            undefined = [path for path in self.monitor
-                         if not math.isfinite(metrics[path.split(".")[0]][path.split(".")[1]])]
-            rows = {path: metrics[path.split(".")[0]].get("rows") for path in undefined}
+            rows = {}  # each undefined metric path -> the rows its task scored
+            for path in self.monitor:
+                task, metric = path.split(".")
+                if not math.isfinite(metrics[task][metric]):
+                    rows[path] = metrics[task].get("rows")
             raise UndefinedMonitor(
-                f"train.monitor is {value} on valid at epoch {epoch} step {self.global_step}: {undefined} "
+                f"train.monitor is {value} on valid at epoch {epoch} step {self.global_step}: {list(rows)} "
                 f"undefined (rows scored: {rows}; an AUC needs both labels among its rows, a gAUC a group "
                 "holding both); choose another train.monitor or a valid split with both labels")
         lr = self.optimizer.param_groups[0]["lr"]

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "aliccp"
 

@@ -17,7 +17,7 @@ from mtl_final.models import build_model
 from mtl_final.nn.final import FactorizedInteraction, FinalBlock
 from mtl_final.nn.mlp import MLPBlock
 from mtl_final.nn.tower import Tower, self_distillation_loss
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 SMALL = (
     "model.embedding_dim=3",

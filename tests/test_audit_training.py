@@ -17,7 +17,7 @@ from mtl_final.train.__main__ import main as train_main
 from mtl_final.train.checkpoint import atomic_file, save_atomic
 from mtl_final.train.run import resume_run, run_experiment
 from mtl_final.train.trainer import NonFiniteLoss, UndefinedMonitor
-from tests.model_fixtures import make_cfg, tasks, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_features
 from tests.test_trainer import ScriptedTrainer, tiny_overrides, write_tiny_dataset
 
 

@@ -18,9 +18,9 @@ from mtl_final.benchmark import paper_numbers, report, runner
 from mtl_final.benchmark.__main__ import main
 from mtl_final.config import load_config
 from mtl_final.models import build_model
-from tests.benchmark_checks import assert_rerun_runs_nothing
-from tests.model_fixtures import tasks, tiny_batch, tiny_features
-from tests.scripts import load_script
+from tests.support.benchmark_checks import assert_rerun_runs_nothing
+from tests.support.model_fixtures import tasks, tiny_batch, tiny_features
+from tests.support.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "benchmarks"

@@ -15,8 +15,8 @@ from mtl_final.benchmark import report, runner
 from mtl_final.benchmark.__main__ import main
 from mtl_final.config import load_config
 from mtl_final.models import build_model
-from tests.benchmark_checks import assert_rerun_runs_nothing
-from tests.model_fixtures import tasks, tiny_batch, tiny_features
+from tests.support.benchmark_checks import assert_rerun_runs_nothing
+from tests.support.model_fixtures import tasks, tiny_batch, tiny_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MTL_CONFIGS = sorted((REPO_ROOT / "configs" / "mtl").glob("*.yaml"))

@@ -11,7 +11,7 @@ from mtl_final.data.store import TensorSplit
 from mtl_final.models import build_model
 from mtl_final.nn import cpu_matmul
 from mtl_final.train.trainer import Trainer
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 
 @pytest.fixture(autouse=True)

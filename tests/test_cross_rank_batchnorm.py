@@ -1,5 +1,5 @@
 """CrossRankBatchNorm1d (nn/cross_rank_batchnorm.py): conversion in place, and on 2 gloo ranks the
-one-process BatchNorm of the whole batch (tests/ddp_batchnorm.py)."""
+one-process BatchNorm of the whole batch (tests/support/ddp_batchnorm.py)."""
 from __future__ import annotations
 
 import os
@@ -45,7 +45,7 @@ def test_converted_stack_leaves_the_fused_path_and_matches_plain_batchnorm_in_on
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="this torch build has no torch.distributed gloo backend")
 def test_two_ranks_normalise_with_the_whole_batch():
-    script = Path(__file__).with_name("ddp_batchnorm.py")
+    script = Path(__file__).parent / "support" / "ddp_batchnorm.py"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

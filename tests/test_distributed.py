@@ -17,11 +17,11 @@ from mtl_final.data.features import Batch, BatchShare
 from mtl_final.models import build_model
 from mtl_final.data.store import TensorSplit
 from mtl_final.train.__main__ import main as train_main
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
-from tests.scripts import load_script
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.scripts import load_script
 from tests.test_trainer import _resume_overrides, tiny_overrides, write_tiny_dataset
 
-ENTRY = Path(__file__).with_name("ddp_entry.py")
+ENTRY = Path(__file__).parent / "support" / "ddp_entry.py"
 gloo = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                           reason="this torch build has no torch.distributed gloo backend")
 
@@ -148,7 +148,7 @@ def test_benchmark_refuses_to_run_under_torchrun(monkeypatch, capsys):
 
 
 def torchrun(*args: str, env: dict[str, str] | None = None, processes: int = 2) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node N tests/ddp_entry.py ARGS`, output captured."""
+    """`torchrun --standalone --nproc-per-node N tests/support/ddp_entry.py ARGS`, output captured."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                str(ENTRY), *args]
@@ -259,7 +259,7 @@ def test_epoch_speed_measures_a_two_process_epoch(tmp_path):
 
 @gloo
 def test_every_model_family_trains_data_parallel_and_ranks_stay_identical(tmp_path):
-    script = Path(__file__).with_name("ddp_families.py")
+    script = Path(__file__).parent / "support" / "ddp_families.py"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
                str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 
 @pytest.fixture()

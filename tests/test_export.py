@@ -18,7 +18,7 @@ from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.export import ExportError, ServingGraph, export_onnx, export_run, main as export_main
 from mtl_final.models import build_model
 from mtl_final.predict import load_run_model, predict
-from model_fixtures import make_cfg, tasks
+from tests.support.model_fixtures import make_cfg, tasks
 from tests.test_trainer import train_tiny_esmm
 
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "benchmarks" / "frappe_x1"

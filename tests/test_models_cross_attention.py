@@ -11,7 +11,7 @@ from mtl_final.config import ConfigError
 from mtl_final.models import build_model
 from mtl_final.nn.cross import CrossNet, CrossNetV2
 from mtl_final.nn.self_attention import MultiHeadSelfAttention, SAMInteraction
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 B, D, L = 3, 4, 3
 

@@ -10,7 +10,7 @@ from mtl_final.nn.afm import AttentionalPairwise
 from mtl_final.nn.cin import CompressedInteraction
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.fm import FMInteraction, LogisticRegression
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 
 def _emb(b=3, f=4, d=5, seed=0) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mtl_final.models import ModelOutput, build_model
 from mtl_final.models.esmm import product_bce_with_logits
-from model_fixtures import Task, make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import Task, make_cfg, tasks, tiny_batch, tiny_features
 
 SMALL = (
     "model.embedding_dim=4",

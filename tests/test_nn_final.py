@@ -14,7 +14,7 @@ from mtl_final.nn.embedding import FeatureEmbedding
 from mtl_final.nn.field_gate import FieldGate
 from mtl_final.nn.final import FactorizedInteraction, FinalBlock
 from mtl_final.nn.tower import Tower, self_distillation_loss
-from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mtl_final.data import simulator as sim
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 N_SMALL = 40_000  # > BLOCK_ROWS: spans two RNG blocks
 FEATURES = [n for n, _ in sim.CATEGORICAL_FIELDS] + [n for n, _, _ in sim.NUMERIC_FIELDS]

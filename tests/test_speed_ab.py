@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.scripts import REPO_ROOT, load_script
+from tests.support.scripts import REPO_ROOT, load_script
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from mtl_final.models import build_model
 from mtl_final.train.__main__ import main as train_main, parse_args
 from mtl_final.train.run import run_experiment
 from mtl_final.train.trainer import Trainer
-from tests.model_fixtures import make_cfg, tasks, tiny_features
-from tests.scripts import load_script
+from tests.support.model_fixtures import make_cfg, tasks, tiny_features
+from tests.support.scripts import load_script
 
 
 def write_tiny_dataset(root: Path, n: int = 600, seed: int = 0) -> Path:

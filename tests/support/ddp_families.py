@@ -14,7 +14,7 @@ from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.train.trainer import Trainer
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 from tests.test_trainer import tiny_overrides, write_tiny_dataset
 
 

@@ -70,7 +70,7 @@ def native_kernels():
 @pytest.fixture(scope="module")
 def esmm_run(tmp_path_factory):
     """(data root, run dir, tmp) of a 1-epoch ESMM run (ctr, cvr) on the tiny dataset, trained once per module."""
-    from tests.test_trainer import train_tiny_esmm
+    from tests.support.tiny_data import train_tiny_esmm
 
     tmp = tmp_path_factory.mktemp("esmm_run")
     root, out = train_tiny_esmm(tmp)

@@ -18,7 +18,8 @@ from mtl_final.train.checkpoint import atomic_file, save_atomic
 from mtl_final.train.run import resume_run, run_experiment
 from mtl_final.train.trainer import NonFiniteLoss, UndefinedMonitor
 from tests.support.model_fixtures import make_cfg, tasks, tiny_features
-from tests.test_trainer import ScriptedTrainer, tiny_overrides, write_tiny_dataset
+from tests.support.tiny_data import tiny_overrides, write_tiny_dataset
+from tests.test_trainer import ScriptedTrainer
 
 
 def _no_conversions(csv: Path) -> None:

@@ -24,9 +24,8 @@ from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
 from mtl_final.train.trainer import Trainer
-from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import SMALL, make_cfg, tasks, tiny_batch, tiny_features
 from tests.support.scripts import load_script
-from tests.test_precision import SMALL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

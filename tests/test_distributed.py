@@ -19,7 +19,7 @@ from mtl_final.data.store import TensorSplit
 from mtl_final.train.__main__ import main as train_main
 from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 from tests.support.scripts import load_script
-from tests.test_trainer import _resume_overrides, tiny_overrides, write_tiny_dataset
+from tests.support.tiny_data import resume_overrides, tiny_overrides, write_tiny_dataset
 
 ENTRY = Path(__file__).parent / "support" / "ddp_entry.py"
 gloo = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -205,7 +205,7 @@ def test_two_process_run_resumes_exactly_after_a_crash(tmp_path, capsys):
     # FINAL 2B+KD with BatchNorm and dropout, validated every 3 of 5 steps per epoch (as the one-process
     # resume test): rank 1 crashes before step 11, one step after the checkpoint of step 9
     root = write_tiny_dataset(tmp_path / "data")
-    args = _resume_overrides(root, tmp_path) + ["train.num_threads=1"]
+    args = resume_overrides(root, tmp_path) + ["train.num_threads=1"]
     whole = torchrun("--out", str(tmp_path / "whole"), *args)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert whole.stdout.count("epoch 1 step 3:") == 1  # rank 0 alone speaks

@@ -19,7 +19,7 @@ from mtl_final.export import ExportError, ServingGraph, export_onnx, export_run,
 from mtl_final.models import build_model
 from mtl_final.predict import load_run_model, predict
 from tests.support.model_fixtures import make_cfg, tasks
-from tests.test_trainer import train_tiny_esmm
+from tests.support.tiny_data import train_tiny_esmm
 
 torch.set_num_threads(1)
 

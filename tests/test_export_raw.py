@@ -17,7 +17,7 @@ from mtl_final.data.schema import FieldSpec
 from mtl_final.export import main as export_main
 from mtl_final.onnx_encoders import UNSEEN_VALUES, encoder_graph, with_raw_inputs
 from mtl_final.predict import predict
-from tests.test_trainer import train_tiny_esmm
+from tests.support.tiny_data import train_tiny_esmm
 
 torch.set_num_threads(1)
 

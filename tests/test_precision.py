@@ -14,11 +14,7 @@ from mtl_final.nn import cpu_matmul
 from mtl_final.nn.dropout import ReLUDropout, keep_multiplier, keep_scale
 from mtl_final.nn.logit_head import LogitHead
 from mtl_final.train.trainer import Trainer
-from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
-
-SMALL = {"cin": ["model.cin_hidden_units=[4]"], "xdeepfm": ["model.cin_hidden_units=[4]"],
-         "afm": ["model.attention_dim=4"]}
-
+from tests.support.model_fixtures import SMALL, make_cfg, tasks, tiny_batch, tiny_features
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_takes_a_bf16_step_with_float32_state(name):

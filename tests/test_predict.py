@@ -190,7 +190,7 @@ def test_scoring_multiplies_in_the_runs_cpu_matmul_scope(esmm_run, tmp_path, mon
 
 
 def test_int_dtype_fields_read_spellings_alike_and_locate_bad_cells(tmp_path):
-    from tests.test_trainer import tiny_overrides, write_tiny_dataset
+    from tests.support.tiny_data import tiny_overrides, write_tiny_dataset
     from mtl_final.train.__main__ import main as train_main
 
     root = write_tiny_dataset(tmp_path / "data", n=300)

@@ -12,7 +12,7 @@ import yaml
 from mtl_final.data import CategoricalEncoder, DataError, DatasetSchema, FeatureEncoders, FieldSpec, TaskSpec
 from mtl_final.data.encoders import categorical_keys
 from mtl_final.data.store import cache_key
-from tests.test_data_pipeline import arrays, assert_message, build, schema_dict, write_csv
+from tests.support.data_files import arrays, assert_message, build, schema_dict, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")

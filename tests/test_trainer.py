@@ -15,41 +15,7 @@ from mtl_final.train.run import run_experiment
 from mtl_final.train.trainer import Trainer
 from tests.support.model_fixtures import make_cfg, tasks, tiny_features
 from tests.support.scripts import load_script
-
-
-def write_tiny_dataset(root: Path, n: int = 600, seed: int = 0) -> Path:
-    """Three categorical fields and one numeric; the label depends on a pairwise interaction."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, rows in (("train", n), ("valid", n // 3), ("test", n // 3)):
-        a, b, c = rng.integers(0, 8, rows), rng.integers(0, 6, rows), rng.integers(0, 4, rows)
-        x = rng.normal(size=rows).round(3)
-        logit = 1.5 * ((a % 2) == (b % 2)) - 0.75 + 0.5 * x
-        click = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
-        conv = click * (rng.random(rows) < 0.4 + 0.2 * (c == 1)).astype(int)
-        lines = ["a,b,c,x,click,conv"] + [f"{a[i]},{b[i]},{c[i]},{x[i]},{click[i]},{conv[i]}" for i in range(rows)]
-        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    (root / "schema.yaml").write_text(
-        "name: tiny\nfields:\n  - {name: a, type: categorical}\n  - {name: b, type: categorical}\n"
-        "  - {name: c, type: categorical}\n  - {name: x, type: numeric, norm: standard}\n"
-        "tasks:\n  - {name: ctr, label: click}\n  - {name: cvr, label: conv, on: ctr}\n")
-    return root
-
-
-def tiny_overrides(root: Path, tmp: Path) -> list[str]:
-    return [f"data.schema={root / 'schema.yaml'}", f"data.root={root}", f"data.cache_dir={tmp / 'cache'}",
-            "train.batch_size=128", "train.epochs=3", "train.progress=false", "block.hidden_units=[16]",
-            "tower.hidden_units=[8]", "expert.hidden_units=[8]"]
-
-
-def train_tiny_esmm(tmp: Path, *overrides: str) -> tuple[Path, Path]:
-    """(data root, run dir) of a 1-epoch ESMM run (ctr, cvr) on a 300-row tiny dataset under tmp."""
-    root = write_tiny_dataset(tmp / "data", n=300)
-    run = tmp / "run"
-    assert train_main(["--out", str(run), "--tasks", "ctr,cvr", *tiny_overrides(root, tmp), "model=esmm",
-                       "train.epochs=1", "train.batch_size=32", "train.lr=0.01", "train.tensorboard=false",
-                       "train.num_threads=1", *overrides]) == 0
-    return root, run
+from tests.support.tiny_data import resume_overrides, tiny_overrides, write_tiny_dataset
 
 
 class ScriptedTrainer(Trainer):
@@ -192,14 +158,6 @@ class Crash(Exception):
     pass
 
 
-def _resume_overrides(root: Path, tmp: Path) -> list[str]:
-    # FINAL 2B+KD with dropout (the resumed run must redo the same dropout draws) and validation every
-    # 3 steps of 5-step epochs, so that checkpoints fall inside epochs too
-    return tiny_overrides(root, tmp) + ["model=final", "block.kind=final", "tasks=[ctr]", "model.num_blocks=2",
-                                        "model.kd=true", "block.dropout=0.2", "train.epochs=4",
-                                        "train.eval_every_steps=3", "train.patience=10"]
-
-
 def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -210,7 +168,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, monkeypatc
     from mtl_final.train.run import resume_run
 
     root = write_tiny_dataset(tmp_path / "data")
-    cfg = load_config(None, _resume_overrides(root, tmp_path))
+    cfg = load_config(None, resume_overrides(root, tmp_path))
     whole = run_experiment(cfg, tmp_path / "whole", log=lambda s: None)
     assert whole["steps"] == 20 and whole["epochs_run"] == 4  # 600 rows / 128 = 5 steps per epoch
 
@@ -256,7 +214,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         resume_run(tmp_path / "nothing")
     root = write_tiny_dataset(tmp_path / "data")
-    cfg = load_config(None, _resume_overrides(root, tmp_path) + ["train.epochs=1"])
+    cfg = load_config(None, resume_overrides(root, tmp_path) + ["train.epochs=1"])
     run_experiment(cfg, tmp_path / "run", log=lambda s: None)
     assert train_main(["--resume", str(tmp_path / "run"), "train.lr=0.1"]) == 2
     assert "takes no --config, --out, --tasks or key=value overrides" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.train.trainer import Trainer
 from tests.support.scripts import load_script
-from tests.test_trainer import tiny_overrides, write_tiny_dataset
+from tests.support.tiny_data import tiny_overrides, write_tiny_dataset
 
 
 def run_case(name: str, overrides: tuple, coverage, store: EncodedStore, root: Path, tmp: Path,

@@ -1,9 +1,11 @@
 """ONNX export (mtl_final.export): the graph scores like the PyTorch model and like mtl_final.predict,
-counts out-of-vocabulary ids, keeps a dynamic batch axis, and a failed check writes nothing."""
+counts out-of-vocabulary ids, keeps a dynamic batch axis, and a failed check writes nothing; a bad --out
+or --opset is one clear error."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,46 @@ def test_cli_names_an_unfinished_run_directory(tmp_path, capsys):
     assert export_main(["--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'config.yaml'} not found" in err and "finished training run" in err
+
+
+def test_export_out_naming_an_existing_file_is_refused(esmm_run, tmp_path, capsys):
+    _, run_dir, _ = esmm_run
+    target = tmp_path / "model_dir"
+    target.write_text("keep me")
+    assert export_main(["--run", str(run_dir), "--out", str(target), "--check-rows", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {target} is a file; name a folder for the export\n"
+    assert target.read_text() == "keep me"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_export_refuses_an_opset_it_cannot_write(esmm_run, tmp_path):
+    _, run_dir, _ = esmm_run
+    model, encoders, _ = load_run_model(run_dir)
+    seen = _Records()
+    logging.getLogger("onnxscript").addHandler(seen)
+    try:
+        with pytest.raises(ExportError) as err:
+            export_onnx(model, encoders.feature_spec(), tmp_path / "m.onnx", opset=5, check_rows=8)
+    finally:
+        logging.getLogger("onnxscript").removeHandler(seen)
+    assert str(err.value) == ("torch.onnx could not write ONNX opset 5 for ESMM (the file has opset 18); "
+                              "choose another --opset (18, the default, always works)")
+    assert not seen.records  # the converter's notice and traceback are not printed
+
+
+def test_export_cli_opset_is_the_files_opset(esmm_run, tmp_path, capsys):
+    _, run_dir, _ = esmm_run
+    out = tmp_path / "ex"
+    assert export_main(["--run", str(run_dir), "--out", str(out), "--opset", "5", "--check-rows", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run_dir}: torch.onnx could not write ONNX opset 5 for ESMM")
+    assert err.rstrip().endswith(f"{out} was left as it was") and not out.exists()

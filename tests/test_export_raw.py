@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
@@ -14,9 +15,9 @@ import torch
 
 from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.schema import FieldSpec
-from mtl_final.export import main as export_main
+from mtl_final.export import export_onnx, main as export_main
 from mtl_final.onnx_encoders import UNSEEN_VALUES, encoder_graph, with_raw_inputs
-from mtl_final.predict import predict
+from mtl_final.predict import load_run_model, predict
 from tests.support.tiny_data import train_tiny_esmm
 
 torch.set_num_threads(1)
@@ -134,3 +135,26 @@ def test_a_raw_graph_that_encodes_differently_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"the ONNX encoders give id \d+ for a='\d+', FeatureEncoders gives \d+"):
         export_run(run, tmp_path / "out", check_rows=64, raw_inputs=True)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def encoded_onnx(esmm_run):
+    """The run's model exported at the default opset (encoded inputs), and the run's encoders."""
+    _, run_dir, tmp = esmm_run
+    model, encoders, _ = load_run_model(run_dir)
+    path = tmp / "encoded.onnx"
+    export_onnx(model, encoders.feature_spec(), path, check_rows=8)
+    return onnx.load(str(path)), encoders
+
+
+@pytest.mark.parametrize("field", ["categorical", "numeric", "unseen_values", "enc/oov_ids", "enc/axis1"])
+def test_a_field_named_like_a_name_inside_the_encoder_graph_is_refused(encoded_onnx, field):
+    model, _ = encoded_onnx
+    fields = [FieldSpec(field if field != "numeric" else "a", "categorical"),
+              FieldSpec(field if field == "numeric" else "x", "numeric", norm="standard")]
+    names = [f.name for f in fields]
+    encoders = FeatureEncoders(fields).fit([pd.DataFrame({names[0]: ["u", "v"], names[1]: [1.0, 2.0]})])
+    with pytest.raises(ValueError) as err:
+        with_raw_inputs(model, encoders)
+    assert str(err.value) == (f"field name(s) {[field]} are also names inside the exported model's graph; "
+                              "rename the field(s) in the dataset schema to export raw inputs")

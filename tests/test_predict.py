@@ -1,7 +1,9 @@
-"""Batch inference (mtl_final.predict) against a tiny ESMM run trained once for the module."""
+"""Batch inference (mtl_final.predict) against a tiny ESMM run trained once for the module, and its clear
+errors (exit code 2) for a bad --out, --input, --threads, best.pt or encoders.json."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,73 @@ def test_int_dtype_fields_read_spellings_alike_and_locate_bad_cells(tmp_path):
         _quiet(run_dir, tmp_path / "bad.csv", tmp_path / "out2.csv")
     assert (err.value.file, err.value.column, err.value.line, err.value.value) == (
         str(tmp_path / "bad.csv"), "a", 3, "7.5")
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def test_predict_out_naming_an_existing_folder_is_refused_before_scoring(esmm_run, tmp_path, capsys, monkeypatch):
+    root, run_dir, _ = esmm_run
+    (tmp_path / "pred.csv").mkdir()
+    import mtl_final.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "load_run_model", lambda *_: pytest.fail("scored before checking --out"))
+    assert predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"),
+                         "--out", str(tmp_path / "pred.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path / 'pred.csv'} is a folder; name the output file")
+    assert (tmp_path / "pred.csv").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]
+
+
+def test_predict_missing_input_names_the_input_not_the_dataset_schema(esmm_run, tmp_path):
+    _, run_dir, _ = esmm_run
+    with pytest.raises(DataError) as err:
+        predict(run_dir, tmp_path / "nope.csv", tmp_path / "out.csv", log=None)
+    assert err.value.file == str(tmp_path / "nope.csv")
+    assert str(err.value) == (f"file {tmp_path / 'nope.csv'}: the input file is not found. "
+                              "Fix: check the --input path.")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_corrupt_best_pt_is_a_clear_error(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
+    copy = _copy_run(run_dir, tmp_path)
+    (copy / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:1000])  # cut short
+    assert predict_main(["--run", str(copy), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {copy / 'best.pt'} (")
+    assert err.rstrip().endswith("train the run again or restore the file")
+    assert "Traceback" not in err
+
+
+def test_predict_corrupt_encoders_json_names_the_file(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
+    copy = _copy_run(run_dir, tmp_path)
+    (copy / "encoders.json").write_text("{")
+    assert predict_main(["--run", str(copy), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {copy / 'encoders.json'} (")
+    assert err.rstrip().endswith("train the run again or restore the file")
+
+
+def test_predict_reads_a_best_pt_that_is_a_plain_state_dict(esmm_run, tmp_path):
+    """README (data-parallel training): 'best.pt is a plain state dict, so predict and export work on it'."""
+    root, run_dir, _ = esmm_run
+    copy = _copy_run(run_dir, tmp_path)
+    torch.save(torch.load(run_dir / "best.pt", weights_only=False)["model"], copy / "best.pt")
+    predict(run_dir, root / "test.csv", tmp_path / "want.csv", log=None)
+    predict(copy, root / "test.csv", tmp_path / "got.csv", log=None)
+    assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "want.csv").read_bytes()
+
+
+def test_predict_negative_threads_is_a_usage_error(esmm_run, tmp_path, capsys):
+    root, run_dir, _ = esmm_run
+    with pytest.raises(SystemExit) as exit_:
+        predict_main(["--run", str(run_dir), "--input", str(root / "test.csv"), "--out", str(tmp_path / "o.csv"),
+                      "--threads", "-1"])
+    assert exit_.value.code == 2
+    assert "--threads must be >= 0 (0 = torch default), got -1" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "benchmarks"
 DATASETS = ("frappe_x1", "movielenslatest_x1", "criteo_x1", "avazu_x1")
 EMB_REG = {"frappe_x1": 0.1, "movielenslatest_x1": 0.01, "criteo_x1": 1e-5, "avazu_x1": 0.05}
-# paper_notes §4: block 1 (units, dropout), block 2 (units, dropout), field gate
+# the BARS configs: block 1 (units, dropout), block 2 (units, dropout), field gate
 FINAL_1B = {
     "frappe_x1": ([400, 400], 0.2, False),
     "movielenslatest_x1": ([400], 0.1, False),
@@ -82,7 +82,7 @@ def test_every_benchmark_config_loads(dataset: str, model_id: str) -> None:
     cfg = load_config(path)
     m, b, t = cfg["model"], cfg["block"], cfg["train"]
     assert m["name"] == MODEL_NAME[model_id]
-    # shared settings (paper_notes §3/§4)
+    # shared settings (the FINAL paper's protocol and BARS configs)
     expected_reg = EMB_REG_EXCEPTIONS.get((dataset, model_id), EMB_REG[dataset])
     assert m["embedding_dim"] == 10 and m["embedding_regularizer"] == expected_reg
     assert (t["batch_size"], t["lr"], t["epochs"], t["patience"], t["monitor"]) == (4096, 1e-3, 100, 2, "ctr.auc")

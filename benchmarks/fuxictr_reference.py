@@ -13,7 +13,7 @@ mtl_final's, because FuxiCTR's model zoo is not in its wheel:
         --model FINAL_1B --seeds 2021,2022,2023 --out results/frappe_x1_fuxictr/final_1b.csv
 
 FuxiCTR gets the parameters of one of our configs (`fuxictr_params`): --config, by default
-configs/benchmarks/frappe_x1/final_{1b,2b_kd}.yaml (the BARS configs of paper_notes §4), with
+configs/benchmarks/frappe_x1/final_{1b,2b_kd}.yaml (the BARS configs of the FINAL paper), with
 key=value overrides; settings FuxiCTR's FINAL cannot express are refused. Each seed runs in its own
 process, `--jobs` at a time, with `--threads` torch threads each. Rows of seeds
 already in the CSV are kept and not rerun; each invocation is appended to <out>.commands.

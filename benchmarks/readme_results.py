@@ -1,38 +1,26 @@
-"""Rewrite README.md's "## Results" section (to the end of the file) from the committed reports.
+"""Write the generated results pages from the committed reports under results/.
 
-    python benchmarks/readme_results.py            # rewrite README.md and docs/frappe_x1_investigation.md
-    python benchmarks/readme_results.py --check    # exit 1 if either is out of date
+    python benchmarks/readme_results.py            # rewrite docs/results.md, docs/frappe_x1_investigation.md
+                                                   # and README.md's results block
+    python benchmarks/readme_results.py --check    # exit 1 if any of them is out of date
 
-README keeps the headline tables; the fused-kernel vs PyTorch-ops comparisons, the dropout-mask study
-and the hyper-parameter and layer-form searches go to docs/frappe_x1_investigation.md.
-
-Sources, all under results/ and all written by code in this repository: frappe_x1.md
-(`mtl_final.benchmark --dataset frappe_x1`), hillstrom.md and sim.md (`mtl_final.benchmark --grid`),
-frappe_x1_native_all/frappe_x1.md (the whole table again on the fused CPU kernels; its MLP, FINAL 1B and
-2B+KD rows are the acceptance runs of frappe_x1_native/),
-frappe_x1_native_tuned/frappe_x1.md (the valid-selected 2B+KD config),
-frappe_x1_native_seeds/frappe_x1.md (FINAL 1B and 2B+KD over nine seeds, with intervals),
-frappe_x1_{2b_kd,1b,1b_eq1,2b_kd_eq1}_search/summary.md (`benchmarks/final_search.py`), frappe_x1_kernels.md
-(`benchmarks/kernel_paths.py`, which also compares with the FuxiCTR reference runs of
-`benchmarks/fuxictr_reference.py`), frappe_x1_bf16/frappe_x1.md
-(the same, with train.precision=bf16), frappe_x1_matmul_medium/frappe_x1.md (the three acceptance models
-with train.matmul_precision=medium), frappe_x1_onednn/frappe_x1.md (FINAL(2B)+KD on the AMD EPYC,
-where train.cpu_matmul=auto takes oneDNN), epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2,_epyc3}.json
-(`benchmarks/epoch_speed.py`), epoch_speed_ab_{splitmix,w512,matmul_medium,export,export2,cpu_matmul,
-cpu_matmul_scope_*}.json (`benchmarks/speed_ab.py`),
-epoch_speed_ddp_{1proc_2threads,2procs_1thread,2procs_1thread_epyc2,2procs_1thread_syncbn_epyc2}.json (`benchmarks/epoch_speed.py [--processes 2]`) and
-frappe_x1_ddp{,_syncbn}/data_parallel.md (`benchmarks/data_parallel.py`). Tables are copied,
-headings demoted to fit under "## Results"; the one table computed here, "at a glance", takes its
-means, standard deviations and intervals from the run CSVs with mtl_final.benchmark.report's functions.
+docs/results.md holds every table; README.md keeps one short table per area between its
+`<!-- results:begin -->` and `<!-- results:end -->` lines; docs/frappe_x1_investigation.md holds the
+kernel-path, dropout-mask and FINAL search studies. Tables are copied from reports that code in this
+repository wrote (`mtl_final.benchmark`, `benchmarks/*.py`) or computed here from the run CSVs and
+speed JSONs with mtl_final.benchmark.report's functions. Provenance (git revision, machine, time of
+each run) stays in the results files; the pages name the file each table comes from.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mtl_final.benchmark.paper_numbers import BARS_FINAL, paper_auc  # noqa: E402
@@ -40,24 +28,17 @@ from mtl_final.benchmark.report import format_mean_std, mean_interval  # noqa: E
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-MARKER = "## Results"
+README = ROOT / "README.md"
+RESULTS_DOC = ROOT / "docs" / "results.md"
 INVESTIGATION = ROOT / "docs" / "frappe_x1_investigation.md"
-# Issue #2's acceptance bars: mean test AUC ×100 over seeds 2021–2023.
-ACCEPTANCE_BARS = {"MLP": 98.25, "FINAL_1B": 98.45, "FINAL_2B_KD": 98.50}
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+ACCEPTANCE_MODELS = ("MLP", "FINAL_1B", "FINAL_2B_KD")
 
 FRAPPE_CMD = ".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models all --seeds 2021,2022,2023 train.num_threads=1"
 SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --threads 2 --runs 3"
-SPEED_VARIANTS = (  # JSON suffix, overrides, comment
-    ("", "", "# float32, fused CPU kernels (default)"),
-    ("_torch", " train.kernels=torch", "# float32, PyTorch ops only"),
-    ("_bf16", " train.precision=bf16", "# bfloat16 autocast"),
-    ("_medium", " train.matmul_precision=medium", "# float32, matmuls on bfloat16-rounded inputs (AMX)"),
-    ("_epyc", "", "# float32, fused CPU kernels, on an AMD EPYC (no AMX): matmuls on oneDNN (auto)"),
-    ("_epyc_medium", " train.matmul_precision=medium", "# the same EPYC: no AMX, so no bfloat16 rounding"),
-    ("_epyc_blas", " train.cpu_matmul=blas", "# the same EPYC, matmuls on MKL"),
-    ("_epyc2", "", "# float32 default again, at 8ff7b62, on a later AMD EPYC VM with slower matmuls (probe)"),
-    ("_epyc3", "", "# float32 default again, at 5c8e98c, on the next session's AMD EPYC VM"),
-)
+SPEED_JSONS = tuple(f"epoch_speed_frappe_final_2b_kd{s}.json" for s in
+                    ("", "_torch", "_bf16", "_medium", "_epyc", "_epyc_medium", "_epyc_blas", "_epyc2", "_epyc3"))
+LATEST_SPEED = "epoch_speed_frappe_final_2b_kd_epyc3.json"
 NATIVE_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models MLP,FINAL_1B,FINAL_2B_KD "
               "--seeds 2021,2022,2023 --out results/frappe_x1_native train.num_threads=1")
 NATIVE_ALL_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models all --seeds 2021,2022,2023 "
@@ -70,20 +51,18 @@ FUXICTR_CMD = ("FUXIENV/bin/python benchmarks/fuxictr_reference.py --model-src F
 TUNED_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
              "--out results/frappe_x1_native_tuned train.num_threads=1 \"model.block2.hidden_units=[400,400]\" block.dropout=0.2")
 AB_RUNS = (  # JSON under results/, what head changed against base
-    ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 masks against the mix32 ones"),
+    ("epoch_speed_ab_splitmix.json", "the fused kernels' SplitMix64 dropout masks against the mix32 ones"),
     ("epoch_speed_ab_w512.json", "the kernels built 512 bits wide against the 256-bit build"),
-    ("epoch_speed_ab_matmul_medium.json", "train.matmul_precision=medium against highest, one revision"),
+    ("epoch_speed_ab_matmul_medium.json", "train.matmul_precision=medium against highest (AMX CPU)"),
     ("epoch_speed_ab_export.json", "the ONNX export work (on the training path: two torch.export flag reads)"),
     ("epoch_speed_ab_export2.json", "the same, again"),
-    ("epoch_speed_ab_cpu_matmul.json", "train.cpu_matmul=onednn against blas, one revision, on the AMD EPYC"),
+    ("epoch_speed_ab_cpu_matmul.json", "train.cpu_matmul=onednn against blas"),
     ("epoch_speed_ab_cpu_matmul_scope_final_2b_kd.json",
-     "FINAL(2B)+KD: oneDNN for every float32 matmul against the fused kernels' only (EPYC)"),
+     "FINAL(2B)+KD: oneDNN for every float32 matmul against the fused kernels' only"),
     ("epoch_speed_ab_cpu_matmul_scope_dcnv2.json", "DCNv2 (cross layers unfused): the same change"),
     ("epoch_speed_ab_cpu_matmul_scope_autoint.json", "AutoInt+ (attention unfused): the same change"),
-    ("epoch_speed_ab_fused_attention_autoint.json",
-     "AutoInt+: attention core as one fused CPU op against PyTorch ops (Intel Xeon)"),
-    ("epoch_speed_ab_fused_attention_autoint_epyc.json",
-     "AutoInt+: the same, on the later (slower) AMD EPYC VM, head caaa751"),
+    ("epoch_speed_ab_fused_attention_autoint.json", "AutoInt+: attention core as one fused CPU op against PyTorch ops"),
+    ("epoch_speed_ab_fused_attention_autoint_epyc.json", "AutoInt+: the same, on another CPU"),
 )
 BF16_CMD = (".venv/bin/python -m mtl_final.benchmark --dataset frappe_x1 --models FINAL_2B_KD --seeds 2021,2022,2023 "
             "--out results/frappe_x1_bf16 train.num_threads=1 train.precision=bf16")
@@ -104,33 +83,27 @@ SIM_CMDS = (
     ".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/sim_shared_bottom.yaml --name sim "
     "--variants mlp --seeds 2021,2022,2023 train.num_threads=1",
 )
-
-
-DDP_SPEED = (  # JSON, the command's extra arguments
-    ("epoch_speed_ddp_1proc_2threads.json", "--threads 2"),
-    ("epoch_speed_ddp_2procs_1thread.json", "--threads 1 --processes 2"),
-    ("epoch_speed_ddp_2procs_1thread_epyc2.json", "--threads 1 --processes 2 distributed.sync_batchnorm=false   # at d26a561, the slower EPYC VM"),
-    ("epoch_speed_ddp_2procs_1thread_syncbn_epyc2.json",
-     "--threads 1 --processes 2 distributed.sync_batchnorm=true   # the same, BatchNorm synced"),
-)
+DDP_SPEED = ("epoch_speed_ddp_1proc_2threads.json", "epoch_speed_ddp_2procs_1thread.json",
+             "epoch_speed_ddp_2procs_1thread_epyc2.json", "epoch_speed_ddp_2procs_1thread_syncbn_epyc2.json")
 DDP_SPEED_CMD = ".venv/bin/python benchmarks/epoch_speed.py --config configs/benchmarks/frappe_x1/final_2b_kd.yaml --runs 3"
 DDP_ACCURACY_CMD = (".venv/bin/python benchmarks/data_parallel.py --configs configs/benchmarks/frappe_x1/final_2b_kd.yaml,"
                     "configs/benchmarks/frappe_x1/final_1b.yaml --seeds 2021,2022,2023 --processes 2 --threads 1 "
                     "--runs-dir DIR --out results/frappe_x1_ddp")
 DDP_SYNC_ACCURACY_CMD = (DDP_ACCURACY_CMD.replace("results/frappe_x1_ddp", "results/frappe_x1_ddp_syncbn")
                          + " distributed.sync_batchnorm=true")
+# "(since abc1234)", "(up to abc1234)", "at abc1234": revision labels inside copied report text
+_REVISION = re.compile(r"\s*\((?:since|up to|at) [0-9a-f]{7,40}\)|\s+at [0-9a-f]{7,40}\b")
 
 
-def ab_command(ab: dict, name: str) -> str:
-    """The speed_ab command line that wrote results/<name> (its JSON holds every argument)."""
-    return (f".venv/bin/python benchmarks/speed_ab.py --base {ab['base']} --pairs {ab['pairs']} --config "
-            f"{ab['config']} --threads {ab['threads']} --out results/{name}"
-            + "".join(f" --head-override {o}" for o in ab.get("head_overrides", []))
-            + "".join(f" {o}" for o in ab["overrides"]))
+# --- reading the reports -------------------------------------------------------------------
+
+def read(rel: str) -> str:
+    """The text of results/<rel>, with revision labels taken out (provenance stays in the file)."""
+    return _REVISION.sub("", (RESULTS / rel).read_text(encoding="utf-8"))
 
 
-def _percent(share: float | None) -> str:
-    return "–" if share is None else f"{100 * share:.1f} %"
+def read_json(rel: str) -> dict[str, Any]:
+    return json.loads((RESULTS / rel).read_text(encoding="utf-8"))
 
 
 def section(text: str, heading: str) -> str:
@@ -160,6 +133,13 @@ def first_table(text: str) -> str:
     return "\n".join(lines[start:end])
 
 
+def table_rows(table: str, keep) -> str:
+    """`table` with only its header and the body rows whose cells satisfy keep(cells)."""
+    lines = table.splitlines()
+    body = [line for line in lines[2:] if keep([c.strip() for c in line.strip("|").split("|")])]
+    return "\n".join([*lines[:2], *body])
+
+
 def search_rows(summary: str, every_variant: bool = False) -> str:
     """The search summary's table (cut to the paper config and the selected variant unless
     every_variant), then its checks (further seeds, the other kernels)."""
@@ -184,17 +164,35 @@ def _test_aucs(rows: list[dict[str, str]], model: str, seeds: set[int] | None = 
             if r["model"] == model and (seeds is None or int(r["seed"]) in seeds)]
 
 
+def commands(*lines: str) -> str:
+    return "\n".join("    " + line for line in lines)
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f} %"
+
+
+def _cpu(speed: dict[str, Any]) -> str:
+    # speed JSONs written before the CPU was recorded come from a CPU with AMX-BF16
+    return speed.get("cpu") or "Intel Xeon (amx_bf16)"
+
+
+def _overrides(speed: dict[str, Any]) -> str:
+    return " ".join(o for o in speed.get("overrides", []) if not o.startswith("data.")) or "–"
+
+
+# --- tables computed here ------------------------------------------------------------------
+
 def glance_table() -> str:
     """The acceptance models on Frappe_x1: ours (3 and 9 seeds), FuxiCTR 2.0.2 on the same files,
     the BARS log on the original train file, the paper. Test AUC ×100."""
     native = _csv_rows(RESULTS / "frappe_x1_native" / "frappe_x1.csv")
     nine = _csv_rows(RESULTS / "frappe_x1_native_seeds" / "frappe_x1.csv")
-    lines = ["| model | bar (seeds 2021–23) | ours, seeds 2021–23 | met? | ours, 9 seeds: mean [95% interval] | "
+    lines = ["| model | ours, seeds 2021–23 | ours, 9 seeds: mean [95% interval] | "
              "FuxiCTR 2.0.2, same files: mean ± std (runs) | BARS log, original train (seed 2021) | paper |",
-             "|---|---:|---:|:---:|---|---|---:|---:|"]
-    for model, bar in ACCEPTANCE_BARS.items():
+             "|---|---:|---|---|---:|---:|"]
+    for model in ACCEPTANCE_MODELS:
         ours = _test_aucs(native, model, {2021, 2022, 2023})
-        mean3 = statistics.fmean(ours) * 100
         pooled = _test_aucs(nine, model)
         if len(pooled) >= 2:
             low, high = mean_interval([v * 100 for v in pooled])
@@ -206,245 +204,293 @@ def glance_table() -> str:
         ref_cell = f"{format_mean_std(ref, 100)} ({len(ref)})" if ref else "–"
         bars = BARS_FINAL["frappe_x1"].get(model)
         paper = paper_auc("frappe_x1", model)
-        lines.append(f"| {model} | {bar:.2f} | {format_mean_std(ours, 100)} | {'yes' if mean3 >= bar else 'no'} | "
-                     f"{nine_cell} | {ref_cell} | {f'{bars[0] * 100:.2f}' if bars else '–'} | "
+        lines.append(f"| {model} | {format_mean_std(ours, 100)} | {nine_cell} | {ref_cell} | "
+                     f"{f'{bars[0] * 100:.2f}' if bars else '–'} | "
                      f"{f'{paper[0]:.2f} ({paper[1]})' if paper else '–'} |")
     return "\n".join(lines)
 
 
-def results_section() -> str:
-    frappe = (RESULTS / "frappe_x1.md").read_text(encoding="utf-8")
-    hillstrom = (RESULTS / "hillstrom.md").read_text(encoding="utf-8")
-    sim = (RESULTS / "sim.md").read_text(encoding="utf-8")
-    bf16 = (RESULTS / "frappe_x1_bf16" / "frappe_x1.md").read_text(encoding="utf-8")
-    onednn = (RESULTS / "frappe_x1_onednn" / "frappe_x1.md").read_text(encoding="utf-8")
-    medium = (RESULTS / "frappe_x1_matmul_medium" / "frappe_x1.md").read_text(encoding="utf-8")
-    native_all = (RESULTS / "frappe_x1_native_all" / "frappe_x1.md").read_text(encoding="utf-8")
-    tuned = (RESULTS / "frappe_x1_native_tuned" / "frappe_x1.md").read_text(encoding="utf-8")
-    seeds = (RESULTS / "frappe_x1_native_seeds" / "frappe_x1.md").read_text(encoding="utf-8")
-    speeds = [json.loads((RESULTS / f"epoch_speed_frappe_final_2b_kd{suffix}.json").read_text(encoding="utf-8"))
-              for suffix, _, _ in SPEED_VARIANTS]
-    abs_ = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), name, what) for name, what in AB_RUNS]
-    ddp_speeds = [(json.loads((RESULTS / name).read_text(encoding="utf-8")), extra) for name, extra in DDP_SPEED]
-    ddp_accuracy = (RESULTS / "frappe_x1_ddp" / "data_parallel.md").read_text(encoding="utf-8")
-    ddp_sync_accuracy = (RESULTS / "frappe_x1_ddp_syncbn" / "data_parallel.md").read_text(encoding="utf-8")
-    width = max(len(SPEED_CMD + extra) for _, extra, _ in SPEED_VARIANTS) + 4
-    parts = [
-        MARKER,
+def speed_table(names: tuple[str, ...]) -> str:
+    """One row per speed JSON of benchmarks/epoch_speed.py (FINAL(2B)+KD, one process)."""
+    rows = ["| results file | cpu | overrides | kernels | cpu matmul | s / epoch | train samples/s | peak RSS MiB | "
+            "the 3 runs' medians (s) | probe GFLOP/s | steal |",
+            "|---|---|---|---|---|---:|---:|---:|---|---:|---:|"]
+    for name in names:
+        s = read_json(name)
+        rows.append(f"| `{name}` | {_cpu(s)} | {_overrides(s)} | {s.get('kernels', 'torch')} | "
+                    f"{s.get('cpu_matmul', 'blas')} | {s['median_seconds_per_epoch']} | "
+                    f"{s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
+                    f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | "
+                    f"{s.get('probe_gflops_at_median', '–')} | {_percent(s.get('steal_share_at_median'))} |")
+    return "\n".join(rows)
+
+
+def compact_speed_table(names: tuple[str, ...]) -> str:
+    """README's form of speed_table: the epoch time, throughput and memory."""
+    rows = ["| cpu | s / epoch | train samples/s | peak RSS MiB | results file |", "|---|---:|---:|---:|---|"]
+    for name in names:
+        s = read_json(name)
+        rows.append(f"| {_cpu(s)} | {s['median_seconds_per_epoch']} | {s['train_samples_per_s_at_median']:,} | "
+                    f"{s['peak_rss_mib']} | `results/{name}` |")
+    return "\n".join(rows)
+
+
+def ab_command(ab: dict[str, Any], name: str) -> str:
+    """The speed_ab command line that wrote results/<name>; BASE is the revision recorded in it."""
+    overrides = [o if not o.startswith("data.root=") else "data.root=DIR"
+                 for o in ab["overrides"] if not o.startswith("data.cache_dir=")]
+    return (f".venv/bin/python benchmarks/speed_ab.py --base BASE --pairs {ab['pairs']} --config "
+            f"{ab['config']} --threads {ab['threads']} --out results/{name}"
+            + "".join(f" --head-override {o}" for o in ab.get("head_overrides", []))
+            + "".join(f" {o}" for o in overrides))
+
+
+def ab_table(runs: tuple[tuple[str, str], ...]) -> str:
+    rows = ["| head against base | results file | pairs | base s / epoch | head s / epoch | head / base | paired t p |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for name, what in runs:
+        ab = read_json(name)
+        rows.append(f"| {what} | `{name}` | {ab['pairs']} | {ab['base_mean_s']} | {ab['head_mean_s']} | "
+                    f"{ab['head_mean_s'] / ab['base_mean_s']:.2f} | {ab['paired_t_p']} |")
+    return "\n".join(rows)
+
+
+def ddp_speed_table() -> str:
+    rows = ["| results file | processes × threads | overrides | s / epoch | train samples/s | "
+            "peak RSS MiB (largest / all) | the 3 runs' medians (s) |",
+            "|---|---|---|---:|---:|---|---|"]
+    for name in DDP_SPEED:
+        s = read_json(name)
+        rows.append(f"| `{name}` | {s.get('processes', 1)} × {s['threads']} | {_overrides(s)} | "
+                    f"{s['median_seconds_per_epoch']} | {s['train_samples_per_s_at_median']:,} | "
+                    f"{s['peak_rss_mib']} / {s['peak_rss_mib_all_ranks']} | "
+                    f"{' / '.join(str(m) for m in s['runs_median_seconds'])} |")
+    return "\n".join(rows)
+
+
+# --- docs/results.md, one function per area ------------------------------------------------
+
+def frappe_section() -> str:
+    frappe = read("frappe_x1.md")
+    native_all = read("frappe_x1_native_all/frappe_x1.md")
+    seeds = read("frappe_x1_native_seeds/frappe_x1.md")
+    return "\n".join([
+        "## Frappe_x1: the FINAL paper's Table 1 and Table 2",
         "",
-        "Every table below but the first is copied from a report that `mtl_final.benchmark` generated from the\n"
-        "CSV next to it (`results/`) by `python benchmarks/readme_results.py`, which computes the first from\n"
-        "the run CSVs; the command that produced each report is\n"
-        "given, and the full command log with git revisions is in each `results/<name>.md`. Machine: 2 CPU\n"
-        "cores with AVX-512 (for the speed and fused-kernel runs: Intel Xeon with AMX-BF16; the speed rows\n"
-        "marked AMD EPYC ran on a later VM of the same size with that CPU), no GPU;\n"
-        "benchmark runs used 1 torch thread each, two or three at a time.",
+        "The acceptance models at a glance (test AUC ×100; FuxiCTR 2.0.2 is the public reference\n"
+        "implementation behind the BARS logs, run on our files by `benchmarks/fuxictr_reference.py`):",
         "",
-        "### At a glance: the acceptance models on Frappe_x1 (test AUC ×100)",
-        "",
-        "    " + NATIVE_CMD,
-        "    " + SEEDS_CMD,
-        "    " + FUXICTR_CMD,
+        commands(NATIVE_CMD, SEEDS_CMD, FUXICTR_CMD),
         "",
         glance_table(),
         "",
-        "The bars are issue #2's. The FINAL bars sit above what the public reference implementation reaches on\n"
-        "these files: the train split is a rebuild with re-sampled negatives (see below), and BARS' and the\n"
-        "paper's figures come from the original train file.",
+        "Our Frappe_x1 train split is a rebuild with re-sampled negatives, harder than the original train\n"
+        "file that BARS' and the paper's figures come from: on these files FuxiCTR's own FINAL lands where\n"
+        "ours does over many seeds.",
         "",
-        "### Frappe_x1 — the FINAL paper's Table 1 / Table 2 (test AUC ×100, mean ± std over seeds 2021–2023)",
+        "### Every model, fused CPU kernels (mean ± std over seeds 2021–2023)",
         "",
-        "    " + FRAPPE_CMD,
-        "",
-        first_table(frappe),
-        "",
-        "AutoInt's rows were run again at b08dd3e, after its attention became one fused CPU op, on the AMD EPYC\n"
-        "VM (the earlier rows are in the git history of `results/frappe_x1.csv`); every other row is from the\n"
-        "revisions in `results/frappe_x1.commands`.",
-        "",
-        "#### FINAL(2B)+KD vs. the best baseline (Welch t-test)",
-        "",
-        section(frappe, "## Significance"),
-        "",
-        "#### FINAL family vs. the strongest baseline",
-        "",
-        section(frappe, "## FINAL family vs. the strongest baseline"),
-        "",
-        "Our Frappe train split is a faithful rebuild (negatives re-sampled; see\n"
-        "`../shared/datasets/frappe_x1/README.md`), which is harder than the original: FuxiCTR 2.3.10's own\n"
-        "FinalNet 2B reaches test AUC 98.42 on these files (seed 2021) against BARS' 98.57 on the original,\n"
-        "and FuxiCTR 2.0.2's FINAL, the version of the BARS logs, lands where ours does over many seeds (the\n"
-        "reference table further down).\n"
-        "MLP_FINAL and FINAL_1B print identical numbers on purpose: with `block=final` the MLP model is\n"
-        "exactly the FINAL 1B architecture, and the same seed gives the same run. Explanations of every\n"
-        "gap to the paper, and of the per-model settings that differ from the shared ones, are in the notes\n"
-        "of `results/frappe_x1.md`.",
-        "",
-        "The table above was made with PyTorch ops, before the fused CPU kernels became the default and\n"
-        "before 334c3db, which seeds each epoch's shuffle from SeedSequence(seed, epoch) instead of\n"
-        "seed + epoch (that gave seed s in epoch e + 1 the data order of seed s + 1 in epoch e). The\n"
-        "whole table again at the current code, on the fused kernels (same configs and seeds; float sums\n"
-        "in another order, other dropout draws and data orders, so single runs differ, not the method).\n"
-        "MLP, FINAL_1B and FINAL_2B_KD, the acceptance models, are the runs of `results/frappe_x1_native/`.\n"
-        "CrossNetV2's drop is a bimodal run, not a bug: each run either breaks out of a plateau at valid\n"
-        "AUC 0.942 after 40–50 epochs or stops there; these three seeds stopped, three of six more broke\n"
-        "out (the notes of `results/frappe_x1_native_all/frappe_x1.md`):",
-        "",
-        "    " + NATIVE_CMD,
-        "    " + NATIVE_ALL_CMD,
+        commands(NATIVE_ALL_CMD),
         "",
         first_table(native_all),
         "",
         section(native_all, "## FINAL family vs. the strongest baseline"),
         "",
-        "Six more seeds of the two FINAL models, fixed before they ran, pooled with the three above\n"
-        "(`results/frappe_x1_native_seeds/`; the interval is Student's t over the nine runs):",
+        "CrossNetV2's low mean is a bimodal run, not a bug: each run either breaks out of a plateau at valid\n"
+        "AUC 0.942 after 40–50 epochs or stops there; these three seeds stopped, three of six more broke\n"
+        "out (the notes of `results/frappe_x1_native_all/frappe_x1.md`). MLP_FINAL and FINAL_1B print\n"
+        "identical numbers on purpose: with `block=final` the MLP model is exactly the FINAL 1B architecture.",
         "",
-        "    " + SEEDS_CMD,
+        "Six more seeds of the two FINAL models, fixed before they ran, pooled with the three above\n"
+        "(the interval is Student's t over the nine runs):",
+        "",
+        commands(SEEDS_CMD),
         "",
         first_table(seeds),
         "",
         first_table(section(seeds, "## 95% interval")),
         "",
-        "And FINAL(2B)+KD with the config selected on the validation set (`configs/benchmarks/frappe_x1/\n"
-        "final_2b_kd_tuned.yaml`; the search is in docs/frappe_x1_investigation.md):",
+        "FINAL(2B)+KD with the config selected on the validation set\n"
+        "(`configs/benchmarks/frappe_x1/final_2b_kd_tuned.yaml`; the search is in\n"
+        "[frappe_x1_investigation.md](frappe_x1_investigation.md)):",
         "",
-        "    " + TUNED_CMD,
+        commands(TUNED_CMD),
         "",
-        first_table(tuned),
+        first_table(read("frappe_x1_native_tuned/frappe_x1.md")),
         "",
-        "How the fused CPU kernels' runs compare with PyTorch ops' and with FuxiCTR 2.0.2's over many seeds,\n"
-        "the dropout-mask study behind the kernels' SplitMix64 masks, and the searches over FINAL's\n"
-        "hyper-parameters and over the forms of the layer (eq. 1's sum, tanh, N = 3) are in\n"
-        "[docs/frappe_x1_investigation.md](docs/frappe_x1_investigation.md), generated by the same script.",
+        "### Every model, PyTorch ops (the first full run)",
         "",
-        "### Speed (FINAL(2B)+KD on Frappe_x1, one warm epoch = train + valid evaluation, 2 threads)",
+        "The same table made with PyTorch ops, before the fused CPU kernels became the default and before\n"
+        "each epoch's shuffle was seeded from SeedSequence(seed, epoch); AutoInt's rows were run again\n"
+        "after its attention became one fused CPU op (`results/frappe_x1.commands` has every run):",
         "",
-        *("    " + (SPEED_CMD + extra).ljust(width) + comment for _, extra, comment in SPEED_VARIANTS),
+        commands(FRAPPE_CMD),
         "",
-        "| cpu | precision | matmul precision | kernels | cpu matmul | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB | the 3 runs' medians (s) | probe GFLOP/s | steal | git |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
-        *(f"| {s.get('cpu') or '–'} | {s['precision']} | {s.get('matmul_precision', 'highest')} | {s.get('kernels', 'torch')} | {s.get('cpu_matmul', 'blas')} | {s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
-          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | {s['peak_rss_mib']} | "
-          f"{' / '.join(str(m) for m in s.get('runs_median_seconds', ['–']))} | {s.get('probe_gflops_at_median', '–')} | "
-          f"{_percent(s.get('steal_share_at_median'))} | {s.get('git', '–')} |"
-          for s in speeds),
+        first_table(frappe),
+        "",
+        section(frappe, "## Significance"),
+        "",
+        "### Other precisions on the same seeds",
+        "",
+        "bfloat16 autocast (`train.precision=bf16`):",
+        "",
+        commands(BF16_CMD),
+        "",
+        first_table(read("frappe_x1_bf16/frappe_x1.md")),
+        "",
+        "`train.matmul_precision=medium`: tensors and fused kernels in float32, matmul inputs rounded to\n"
+        "bfloat16 on AMX CPUs:",
+        "",
+        commands(*MEDIUM_CMDS),
+        "",
+        first_table(read("frappe_x1_matmul_medium/frappe_x1.md")),
+        "",
+        first_table(section(read("frappe_x1_matmul_medium/frappe_x1.md"), "## 95% interval")),
+        "",
+        "`train.cpu_matmul=onednn`: IEEE float32 in another summation order (what `auto` picks on AMD CPUs):",
+        "",
+        commands(ONEDNN_CMD),
+        "",
+        first_table(read("frappe_x1_onednn/frappe_x1.md")),
+    ])
+
+
+def speed_section() -> str:
+    return "\n".join([
+        "## Speed: FINAL(2B)+KD on Frappe_x1, one warm epoch (train + valid evaluation), 2 threads",
+        "",
+        commands(SPEED_CMD + " [overrides]"),
+        "",
+        speed_table(SPEED_JSONS),
         "",
         "s / epoch: median of 5 warm epochs, in the run (of 3 fresh processes) with the median of the\n"
-        "three medians; from `results/epoch_speed_frappe_final_2b_kd{,_torch,_bf16,_medium,_epyc,_epyc_medium,_epyc_blas,_epyc2,_epyc3}.json`\n"
-        "(every epoch's time is in them; `kernels` says which path ran: autocast always runs the modules; `git`, the\n"
-        "revision measured; `cpu`, the model and its bfloat16 / AVX-512 flags, – where a JSON predates it: those\n"
-        "ran on the Intel Xeon with AMX-BF16; `cpu matmul`, `train.cpu_matmul`'s float32 matmul backend,\n"
-        "blas where a JSON predates the option; up to b4361b2 it covered the fused kernels' matmuls only,\n"
-        "since 82b311b every one).\n"
-        "probe GFLOP/s: a fixed float32 [4096, 400]·[400, 400] matmul timed just before that epoch, and steal:\n"
-        "the share of CPU time the hypervisor gave elsewhere during it (– where a JSON predates them). Epoch\n"
-        "times on this shared VM drift by ±25% and more between runs minutes apart, so two revisions, or two\n"
-        "settings of one revision (`--head-override`), are compared by interleaving single runs\n"
-        "(`benchmarks/speed_ab.py`):",
+        "three medians; `kernels` says which path ran (autocast always runs the modules); probe GFLOP/s: a\n"
+        "fixed float32 [4096, 400]·[400, 400] matmul timed just before that epoch; steal: the share of CPU\n"
+        "time the hypervisor gave elsewhere. Rows from different files ran on different machines and days;\n"
+        "a virtual machine's speed drifts by ±25%, so changes are measured by interleaving single runs of\n"
+        "two revisions, or two settings of one revision, back to back (`benchmarks/speed_ab.py`; BASE and\n"
+        "both revisions are recorded in each JSON):",
         "",
-        *("    " + ab_command(ab, name) for ab, name, _ in abs_),
+        commands(*(ab_command(read_json(name), name) for name, _ in AB_RUNS)),
         "",
-        "| head against base | base | head | pairs | base s / epoch | head s / epoch | mean head − base | paired t p | runs base / head (s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-        *(f"| {what} | {ab['base']} | {ab['head']} | {ab['pairs']} | {ab['base_mean_s']} | {ab['head_mean_s']} | "
-          f"{ab['head_minus_base_mean_s']:+} | {ab['paired_t_p']} | "
-          + ", ".join(f"{b} / {h}" for b, h in zip(ab["base_s"], ab["head_s"])) + " |"
-          for ab, name, what in abs_),
+        ab_table(AB_RUNS),
         "",
-        "FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config here. bfloat16 uses the CPU's AVX512-BF16\n"
-        "matmuls; its accuracy on FINAL(2B)+KD with the same three seeds as the float32 table above:",
+        "FuxiCTR 2.3.10 needs 8.5 s per epoch for the same config on the machine of the first row.",
+    ])
+
+
+def data_parallel_section() -> str:
+    return "\n".join([
+        "## Data-parallel training (torchrun, gloo, one 2-core machine)",
         "",
-        "    " + BF16_CMD,
+        "FINAL(2B)+KD on Frappe_x1, one warm epoch: one process with 2 threads against two processes with one\n"
+        "thread each (the first two rows ran back to back; the last two, on another day, two processes\n"
+        "without and with `distributed.sync_batchnorm`, whose BatchNorm layers leave the fused kernels):",
         "",
-        first_table(bf16),
+        commands(DDP_SPEED_CMD + " --threads 2",
+                 DDP_SPEED_CMD + " --threads 1 --processes 2 [distributed.sync_batchnorm=true]"),
         "",
-        "`train.matmul_precision=medium` keeps the tensors and the fused kernels in float32 and rounds only\n"
-        "the matmul inputs to bfloat16. The acceptance models and seeds, and FINAL 1B and 2B+KD over the\n"
-        "same nine seeds as the float32 intervals above (float32: `results/frappe_x1_native/`,\n"
-        "`results/frappe_x1_native_seeds/`):",
+        ddp_speed_table(),
         "",
-        *("    " + cmd for cmd in MEDIUM_CMDS),
+        "Accuracy of 2-process runs (each rank's BatchNorm sees its half of the batch and draws its own\n"
+        "dropout masks, so these are other runs of the same configs, not the one-process numbers again):",
         "",
-        first_table(medium),
+        commands(DDP_ACCURACY_CMD),
         "",
-        first_table(section(medium, "## 95% interval")),
+        first_table(read("frappe_x1_ddp/data_parallel.md")),
         "",
-        "`train.cpu_matmul=onednn` keeps IEEE float32 and changes only the summation order of the float32\n"
-        "matmuls (since 82b311b all of them). FINAL(2B)+KD with the acceptance seeds on the AMD EPYC, where the\n"
-        "default `auto` takes it (the MKL path's runs are the float32 acceptance table above,\n"
-        "`results/frappe_x1_native/`):",
+        "The same with `distributed.sync_batchnorm=true` (BatchNorm over the whole 4096-row batch):",
         "",
-        "    " + ONEDNN_CMD,
+        commands(DDP_SYNC_ACCURACY_CMD),
         "",
-        first_table(onednn),
-        "",
-        "### Data-parallel training (torchrun, gloo, on the same 2-core machine)",
-        "",
-        "FINAL(2B)+KD on Frappe_x1, one warm epoch, one process with 2 threads against two processes with one",
-        "thread each, measured back to back (the first two rows; the last two, later on a slower VM, two",
-        "processes without and with `distributed.sync_batchnorm`, whose BatchNorm layers leave the fused kernels):",
-        "",
-        *(f"    {DDP_SPEED_CMD} {extra}" for _, extra in ddp_speeds),
-        "",
-        "| processes × threads | overrides | s / epoch | train s | valid eval s | train samples/s | peak RSS MiB (largest / all) | the 3 runs' medians (s) | probe GFLOP/s (per process) | git |",
-        "|---|---|---:|---:|---:|---:|---|---|---:|---|",
-        *(f"| {s.get('processes', 1)} × {s['threads']} | {' '.join(o for o in s.get('overrides', []) if not o.startswith('data.')) or '–'} | "
-          f"{s['median_seconds_per_epoch']} | {s['median_train_seconds']} | "
-          f"{s['median_valid_eval_seconds']} | {s['train_samples_per_s_at_median']:,} | "
-          f"{s['peak_rss_mib']} / {s['peak_rss_mib_all_ranks']} | {' / '.join(str(m) for m in s['runs_median_seconds'])} | "
-          f"{s['probe_gflops_at_median']} | {s['git']} |" for s, _ in ddp_speeds),
-        "",
-        "Accuracy of 2-process runs (`results/frappe_x1_ddp/`; each rank's BatchNorm sees its half of the",
-        "batch and draws its own dropout masks, so these are other runs of the same configs, not the",
-        "one-process numbers again):",
-        "",
-        "    " + DDP_ACCURACY_CMD,
-        "",
-        first_table(ddp_accuracy),
-        "",
-        "The same with `distributed.sync_batchnorm=true` (`results/frappe_x1_ddp_syncbn/`; BatchNorm over the",
-        "whole 4096-row batch, as in one process; dropout masks still per rank):",
-        "",
-        "    " + DDP_SYNC_ACCURACY_CMD,
-        "",
-        first_table(ddp_sync_accuracy),
-        "",
-        "The one-process runs of the same configs and seeds are the FINAL 1B and FINAL(2B)+KD acceptance rows",
-        "above (`results/frappe_x1_native/`). FINAL 1B spreads wider across seeds than FINAL(2B)+KD in one",
-        "process too (nine seeds each: `results/frappe_x1_native_seeds/`).",
+        first_table(read("frappe_x1_ddp_syncbn/data_parallel.md")),
+    ])
+
+
+def multitask_section() -> str:
+    return "\n".join([
+        "## Multi-task",
         "",
         "### Hillstrom (real visit → conversion funnel): 4 models × 3 towers × 3 seeds",
         "",
-        "    " + HILLSTROM_CMD,
+        commands(HILLSTROM_CMD),
         "",
-        first_table(section(hillstrom, "## Test AUC")),
+        first_table(section(read("hillstrom.md"), "## Test AUC")),
         "",
-        "### Funnel simulator (200k impressions): ESMM towers and ESMM vs clicked-only CVR",
+        "### Funnel simulator (200k impressions): ESMM towers and ESMM against clicked-only CVR",
         "",
-        *("    " + cmd for cmd in SIM_CMDS),
+        commands(*SIM_CMDS),
         "",
-        first_table(section(sim, "## Test AUC")),
+        first_table(section(read("sim.md"), "## Test AUC")),
         "",
-        "`entire-space cvr AUC` scores pCVR on every test impression, clicked or not, against a conversion\n"
-        "label drawn from the simulator's true pCVR (the oracle, true pCVR itself, reaches ≈ 79 on it).\n"
-        "shared_bottom/mlp is the clicked-only CVR model (masked loss).",
-    ]
-    return "\n".join(parts) + "\n"
+        SIM_NOTE,
+    ])
+
+
+SIM_NOTE = ("`entire-space cvr AUC` scores pCVR on every test impression, clicked or not, against a conversion\n"
+            "label drawn from the simulator's true pCVR (the oracle, true pCVR itself, reaches ≈ 79 on it).\n"
+            "shared_bottom/mlp is the clicked-only CVR model (masked loss).")
+
+
+def results_doc() -> str:
+    """docs/results.md: every results table, with the command that made it."""
+    return "\n".join([
+        "# Results",
+        "",
+        "Generated by `python benchmarks/readme_results.py` from the reports under `results/`, each written by\n"
+        "code in this repository; the command that produced each table stands above it, and each report\n"
+        "file records the git revision, machine and time of every run. All runs: 2 CPU cores, no GPU;\n"
+        "benchmark runs used 1 torch thread each, two or three at a time.",
+        "",
+        frappe_section(),
+        "",
+        speed_section(),
+        "",
+        data_parallel_section(),
+        "",
+        multitask_section(),
+    ]) + "\n"
+
+
+# --- README.md's results block: one short table per area ----------------------------------
+
+def readme_block() -> str:
+    sim = first_table(section(read("sim.md"), "## Test AUC"))
+    return "\n".join([
+        BEGIN,
+        "Paper reproduction, Frappe_x1 (test AUC ×100):",
+        "",
+        commands(NATIVE_CMD),
+        "",
+        glance_table(),
+        "",
+        "Multi-task, funnel simulator (test AUC ×100; shared_bottom = clicked-only CVR):",
+        "",
+        commands(SIM_CMDS[0]),
+        "",
+        table_rows(sim, lambda cells: True),
+        "",
+        "Speed, FINAL(2B)+KD on Frappe_x1, 2 threads (the latest measurement; A/B ratios in docs/results.md):",
+        "",
+        commands(SPEED_CMD),
+        "",
+        compact_speed_table((LATEST_SPEED,)),
+        END,
+    ])
 
 
 def investigation_doc() -> str:
-    """docs/frappe_x1_investigation.md: the longer Frappe_x1 studies behind README's tables."""
-    kernel_paths = (RESULTS / "frappe_x1_kernels.md").read_text(encoding="utf-8")
-    search = (RESULTS / "frappe_x1_2b_kd_search" / "summary.md").read_text(encoding="utf-8")
-    search_1b = (RESULTS / "frappe_x1_1b_search" / "summary.md").read_text(encoding="utf-8")
-    search_eq1 = (RESULTS / "frappe_x1_1b_eq1_search" / "summary.md").read_text(encoding="utf-8")
-    search_2b_eq1 = (RESULTS / "frappe_x1_2b_kd_eq1_search" / "summary.md").read_text(encoding="utf-8")
+    """docs/frappe_x1_investigation.md: the longer Frappe_x1 studies behind docs/results.md."""
+    kernel_paths = read("frappe_x1_kernels.md")
+    search = read("frappe_x1_2b_kd_search/summary.md")
+    search_1b = read("frappe_x1_1b_search/summary.md")
+    search_eq1 = read("frappe_x1_1b_eq1_search/summary.md")
+    search_2b_eq1 = read("frappe_x1_2b_kd_eq1_search/summary.md")
     parts = [
         "# Frappe_x1: kernel paths, dropout masks and FINAL searches",
         "",
-        "Generated by `python benchmarks/readme_results.py` from the reports under `results/`, like README's\n"
-        "Results section; the headline tables are there. Test and valid AUC ×100.",
+        "Generated by `python benchmarks/readme_results.py` from the reports under `results/`, like\n"
+        "[results.md](results.md), which has the headline tables. Test and valid AUC ×100.",
         "",
         "Both paths over every seed run with the same data orders (`python benchmarks/kernel_paths.py`, from\n"
         "the CSVs under `results/frappe_x1_kernels/`; every run of ours in this and the next tables shuffled with\n"
@@ -452,10 +498,10 @@ def investigation_doc() -> str:
         "",
         first_table(kernel_paths),
         "",
-        "Up to 4e6081c the fused kernels drew their dropout masks from a 32-bit hash,\n"
+        "Earlier versions of the fused kernels drew their dropout masks from a 32-bit hash,\n"
         "mix32(mix32(e + key_lo) ^ key_hi). On FINAL 1B (dropout 0.2) its runs spread more from seed to seed\n"
         "than PyTorch ops' and ended lower on average; PyTorch ops drawing the same masks did the same, and\n"
-        "PyTorch ops drawing SplitMix64 masks (same key draws) did not. So 40fca9d moved the kernel to\n"
+        "PyTorch ops drawing SplitMix64 masks (same key draws) did not. So the kernel moved to\n"
         "SplitMix64's finaliser of key + (e + 1)·golden, with 64-bit element ids, and the test below was\n"
         "fixed before its runs: FINAL 1B on fresh seeds 2041–2070 on each path, Welch t-test of the means,\n"
         "Levene test of the spreads, with the mix32 kernel's runs of the same seeds beside it:",
@@ -525,23 +571,31 @@ def investigation_doc() -> str:
     return "\n".join(parts) + "\n"
 
 
+
+
+def outputs() -> dict[Path, str]:
+    """Every generated file and its expected text."""
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"readme_results: {README} has no {BEGIN} ... {END} block to replace")
+    readme = text[: text.index(BEGIN)] + readme_block() + text[text.index(END) + len(END):]
+    return {README: readme, RESULTS_DOC: results_doc(), INVESTIGATION: investigation_doc()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md or the investigation doc differs")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file differs")
     args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    if MARKER not in text:
-        raise SystemExit(f"readme_results: {readme} has no '{MARKER}' heading to replace")
-    outputs = {readme: text[: text.index(MARKER)] + results_section(), INVESTIGATION: investigation_doc()}
+    expected = outputs()
     if args.check:
-        stale = [p for p, new in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != new]
+        stale = [p for p, new in expected.items() if not p.exists() or p.read_text(encoding="utf-8") != new]
         for p in stale:
             print(f"readme_results: {p.relative_to(ROOT)} is out of date; run python benchmarks/readme_results.py")
         sys.exit(1 if stale else 0)
-    for path, new in outputs.items():
+    for path, new in expected.items():
         path.write_text(new, encoding="utf-8")
         print(f"{path.relative_to(ROOT)} rewritten ({len(new.splitlines())} lines)")
+
 
 if __name__ == "__main__":
     main()

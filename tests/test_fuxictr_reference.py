@@ -2,7 +2,7 @@
 
 The reference runs compare like with like only if that translation is exact, so the expected
 values here are typed from the BARS FINAL 1B Frappe_x1 log (reczoo/BARS, FinalNet_1B_frappe_x1)
-and paper_notes §4, not derived from the code under test. FuxiCTR itself is not needed.
+and the FINAL paper, not derived from the code under test. FuxiCTR itself is not needed.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The FINAL paper's published figures (paper_notes §4, §5), as data.
+"""The FINAL paper's published figures (its Tables 1 and 2, and the BARS logs), as data.
 
 AUC values are ×100, as printed in the paper. Keys are the benchmark model ids of
 :data:`mtl_final.benchmark.runner.MODEL_IDS` and the benchmark dataset names.
@@ -40,7 +40,7 @@ TABLE2_AUC: dict[str, tuple[float, float, float, float]] = {
     "DCN_FINAL": (81.48, 76.58, 96.94, 98.48),
 }
 
-# Public BARS runs of the best FINAL configs (paper_notes §4; one seed, 2021): (test AUC, logloss).
+# Public BARS runs of the best FINAL configs (one seed, 2021): (test AUC, logloss).
 BARS_FINAL: dict[str, dict[str, tuple[float, float]]] = {
     "frappe_x1": {"FINAL_1B": (0.985223, 0.136554), "FINAL_2B_KD": (0.985744, 0.131070)},
     "movielenslatest_x1": {"FINAL_1B": (0.970560, 0.200110), "FINAL_2B_KD": (0.972538, 0.194088)},

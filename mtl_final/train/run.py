@@ -95,15 +95,17 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     (one stopped mid-epoch counts); `best_epoch` is the epoch of the best evaluation (0: none).
 
     resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
-    configure_cpu(cfg["train"]["num_threads"])
-    dist, device = _start_processes(cfg)
+    t = cfg["train"]
+    configure_cpu(t["num_threads"])
+    dist, device = _start_processes(t["device"], cfg["distributed"]["backend"])
     if not dist.is_main:
         log = _silent
     seed_everything(int(cfg["seed"]))
     run_dir = _prepare_run_dir(cfg, run_dir, dist, resume)
     schema, root, store, splits = _load_data(cfg, run_dir, dist, resume, log)
     model = _build_model(cfg, store, schema, dist)
-    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=_gauc_column(cfg, store), dist=dist)
+    gauc_column = _gauc_column(t["gauc_field"], store)
+    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
     if resume:
         _restore(trainer, run_dir, device, log)
     trainer.fit(splits["train"], splits["valid"])
@@ -112,10 +114,11 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     return metrics
 
 
-def _start_processes(cfg: Mapping[str, Any]) -> tuple[distributed.DistContext, torch.device]:
-    """This process's distributed context (single when not under torchrun) and its device."""
-    device = resolve_device(cfg["train"]["device"])
-    dist = distributed.init_from_env(cfg["distributed"]["backend"], device)
+def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistContext, torch.device]:
+    """This process's distributed context (single when not under torchrun) and its device
+    (train.device; each rank's own GPU under torchrun)."""
+    device = resolve_device(device_name)
+    dist = distributed.init_from_env(backend, device)
     return dist, distributed.rank_device(device, dist)
 
 
@@ -162,9 +165,8 @@ def _build_model(cfg: Mapping[str, Any], store: EncodedStore, schema: DatasetSch
     return model
 
 
-def _gauc_column(cfg: Mapping[str, Any], store: EncodedStore) -> int | None:
-    """Index of train.gauc_field among the categorical fields (None when it is not set)."""
-    field = cfg["train"]["gauc_field"]
+def _gauc_column(field: str | None, store: EncodedStore) -> int | None:
+    """Index of the categorical field train.gauc_field among the store's (None when it is not set)."""
     if not field:
         return None
     names = [name for name, _ in store.feature_spec.categorical]

@@ -38,7 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -726,6 +726,33 @@ def convert_criteo_raw(raw_path: str | os.PathLike, out_dir: str | os.PathLike,
     """
     raw_path = Path(raw_path)
     out_dir = Path(out_dir)
+    splits = _check_convert_args(raw_path, splits, on_bad_lines, chunk_rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_lines = _count_lines(raw_path)
+    assignment = _split_assignment(n_lines, splits, seed)
+    parts = [out_dir / f"{s}.csv.part" for s in SPLITS]
+    tally = _write_parts(raw_path, parts, assignment, chunk_rows, on_bad_lines)
+    files = _publish_parts(parts, out_dir)
+    report = {
+        "source": str(raw_path),
+        "out_dir": str(out_dir),
+        "seed": seed,
+        "splits": dict(zip(SPLITS, splits)),
+        "lines_read": n_lines,
+        "rows_written": dict(zip(SPLITS, tally.written)),
+        "rows_written_total": sum(tally.written),
+        "skipped": tally.skipped,
+        "skipped_lines": tally.skipped_lines,
+        "blank_lines": tally.blank,
+        "files": files,
+    }
+    _write_criteo_source(out_dir, report)
+    return report
+
+
+def _check_convert_args(raw_path: Path, splits: Sequence[float], on_bad_lines: str,
+                        chunk_rows: int) -> tuple[float, ...]:
+    """The split fractions as floats, after checking every argument of `convert_criteo_raw`."""
     splits = tuple(float(s) for s in splits)
     if len(splits) != 3 or any(s < 0 for s in splits) or abs(sum(splits) - 1.0) > 1e-6:
         raise ValueError(f"splits must be 3 non-negative fractions (train, valid, test) summing to 1, got {splits}")
@@ -735,101 +762,131 @@ def convert_criteo_raw(raw_path: str | os.PathLike, out_dir: str | os.PathLike,
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if not raw_path.is_file():
         raise FileNotFoundError(f"raw Criteo file not found: {raw_path}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return splits
 
-    n_lines = _count_lines(raw_path)
-    sizes = _split_sizes(n_lines, splits)
-    assignment = np.repeat(np.arange(3, dtype=np.uint8), sizes)
+
+def _split_assignment(n_lines: int, splits: Sequence[float], seed: int) -> np.ndarray:
+    """[n_lines] uint8: the split (0 train, 1 valid, 2 test) of each line, a seeded shuffle of exact sizes."""
+    assignment = np.repeat(np.arange(3, dtype=np.uint8), _split_sizes(n_lines, splits))
     np.random.default_rng(seed).shuffle(assignment)
+    return assignment
 
-    n_cols = len(CRITEO_HEADER)
-    header = (",".join(CRITEO_HEADER) + "\n").encode()
-    tmp_paths = [out_dir / f"{s}.csv.part" for s in SPLITS]
-    outs = [open(p, "wb") for p in tmp_paths]
-    written = [0, 0, 0]
-    skipped = 0
-    skipped_lines: list[int] = []
-    blank = 0
-    buffers: list[list[bytes]] = [[], [], []]
-    buffered = 0
 
-    def flush() -> None:
-        nonlocal buffered
-        for k in range(3):
-            if buffers[k]:
-                outs[k].write(b"".join(buffers[k]))
-                buffers[k].clear()
-        buffered = 0
+@dataclass
+class _Tally:
+    """What a conversion did with the lines it read."""
 
+    written: list[int] = field(default_factory=lambda: [0, 0, 0])  # rows per split
+    skipped: int = 0
+    skipped_lines: list[int] = field(default_factory=list)  # the first 20 skipped line numbers
+    blank: int = 0
+
+    def skip(self, lineno: int) -> None:
+        self.skipped += 1
+        if len(self.skipped_lines) < 20:
+            self.skipped_lines.append(lineno)
+
+
+class _RowBuffers:
+    """CSV rows waiting for the three split files, written out once `chunk_rows` are held."""
+
+    def __init__(self, outs: Sequence[Any], chunk_rows: int) -> None:
+        self.outs, self.chunk_rows = outs, chunk_rows
+        self.rows: list[list[bytes]] = [[], [], []]
+        self.held = 0
+
+    def add(self, k: int, row: bytes) -> None:
+        self.rows[k].append(row)
+        self.held += 1
+        if self.held >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        for out, rows in zip(self.outs, self.rows):
+            if rows:
+                out.write(b"".join(rows))
+                rows.clear()
+        self.held = 0
+
+
+def _write_parts(raw_path: Path, parts: Sequence[Path], assignment: np.ndarray, chunk_rows: int,
+                 on_bad_lines: str) -> _Tally:
+    """Write each line of `raw_path` as a CSV row into the part file of its split (header first);
+    on any error the part files are removed again."""
+    outs = [open(p, "wb") for p in parts]
     ok = False
     try:
+        header = (",".join(CRITEO_HEADER) + "\n").encode()
         for out in outs:
             out.write(header)
-        with open(raw_path, "rb") as f:
-            for lineno, line in enumerate(f, start=1):
-                if lineno > n_lines:  # the file grew while we read it
-                    raise RuntimeError(f"{raw_path} changed during conversion (more than {n_lines} lines)")
-                body = line.rstrip(b"\r\n")
-                if not body.strip():
-                    blank += 1
-                    continue
-                parts = body.split(b"\t")
-                problem = None
-                if len(parts) != n_cols:
-                    problem = (f"expected {n_cols} tab-separated columns (label, I1..I13, C1..C26), "
-                               f"found {len(parts)}")
-                elif parts[0] not in (b"0", b"1"):
-                    problem = f"label must be 0 or 1, found {parts[0][:20]!r}"
-                if problem is not None:
-                    if on_bad_lines == "error":
-                        raise CriteoFormatError(raw_path, lineno, problem)
-                    skipped += 1
-                    if len(skipped_lines) < 20:
-                        skipped_lines.append(lineno)
-                    continue
-                if b"," in body or b'"' in body:
-                    row = b",".join(_csv_field(p) for p in parts) + b"\n"
-                else:
-                    row = b",".join(parts) + b"\n"
-                k = assignment[lineno - 1]
-                buffers[k].append(row)
-                written[k] += 1
-                buffered += 1
-                if buffered >= chunk_rows:
-                    flush()
-        flush()
+        buffers = _RowBuffers(outs, chunk_rows)
+        tally = _copy_lines(raw_path, assignment, buffers, on_bad_lines)
+        buffers.flush()
         ok = True
     finally:
         for out in outs:
             out.close()
         if not ok:
-            for p in tmp_paths:
+            for p in parts:
                 p.unlink(missing_ok=True)
+    return tally
+
+
+def _copy_lines(raw_path: Path, assignment: np.ndarray, buffers: _RowBuffers, on_bad_lines: str) -> _Tally:
+    """Stream `raw_path`: line i (1-based) goes, as a CSV row, to split assignment[i - 1]; blank and
+    (under on_bad_lines="skip") bad lines are counted instead, a bad one otherwise raises."""
+    tally = _Tally()
+    n_lines = len(assignment)
+    with open(raw_path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if lineno > n_lines:  # the file grew while we read it
+                raise RuntimeError(f"{raw_path} changed during conversion (more than {n_lines} lines)")
+            body = line.rstrip(b"\r\n")
+            if not body.strip():
+                tally.blank += 1
+                continue
+            row, problem = _criteo_csv_row(body)
+            if problem is not None:
+                if on_bad_lines == "error":
+                    raise CriteoFormatError(raw_path, lineno, problem)
+                tally.skip(lineno)
+                continue
+            k = assignment[lineno - 1]
+            buffers.add(k, row)
+            tally.written[k] += 1
+    return tally
+
+
+def _criteo_csv_row(body: bytes) -> tuple[bytes, str | None]:
+    """(the CSV row of one raw line without its line end, None), or (b"", the problem) for a bad line."""
+    parts = body.split(b"\t")
+    n_cols = len(CRITEO_HEADER)
+    if len(parts) != n_cols:
+        return b"", f"expected {n_cols} tab-separated columns (label, I1..I13, C1..C26), found {len(parts)}"
+    if parts[0] not in (b"0", b"1"):
+        return b"", f"label must be 0 or 1, found {parts[0][:20]!r}"
+    if b"," in body or b'"' in body:
+        return b",".join(_csv_field(p) for p in parts) + b"\n", None
+    return b",".join(parts) + b"\n", None
+
+
+def _publish_parts(parts: Sequence[Path], out_dir: Path) -> dict[str, str]:
+    """Rename the finished part files to ``<split>.csv``; returns split -> path."""
     files = {}
-    for s, p in zip(SPLITS, tmp_paths):
+    for s, p in zip(SPLITS, parts):
         final = out_dir / f"{s}.csv"
         os.replace(p, final)
         files[s] = str(final)
+    return files
 
-    report = {
-        "source": str(raw_path),
-        "out_dir": str(out_dir),
-        "seed": seed,
-        "splits": dict(zip(SPLITS, splits)),
-        "lines_read": n_lines,
-        "rows_written": dict(zip(SPLITS, written)),
-        "rows_written_total": sum(written),
-        "skipped": skipped,
-        "skipped_lines": skipped_lines,
-        "blank_lines": blank,
-        "files": files,
-    }
+
+def _write_criteo_source(out_dir: Path, report: dict[str, Any]) -> None:
+    """SOURCE.json of a conversion: where the files came from, the header and the report."""
     record = {"origin": "converted from raw Criteo Display Advertising Challenge data",
               "note": "not the BARS Criteo_x1 split; not comparable to BARS results",
               "header": list(CRITEO_HEADER), "tool": _TOOL,
               "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
     (out_dir / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return report
 
 
 # --------------------------------------------------------------------------- CLI

@@ -373,17 +373,57 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
            chunk_rows: int) -> tuple[dict[str, Any], FeatureEncoders]:
     """Validate and encode every split into ``out``; returns (meta, fitted encoders)."""
     fmts = {s: schema.file_format(s) for s in sources}
-    cat_cols = [f.name for f in schema.categorical]
-    num_cols = [f.name for f in schema.numeric]
-    label_cols = schema.label_columns
-    needed = cat_cols + num_cols + label_cols
+    layout = _Layout.of(schema)
+    _check_headers(schema, sources, fmts, layout)
+    encoders = _fit_encoders(schema, sources["train"], fmts["train"], layout, chunk_rows)
+    edges = _funnel_edges(schema)
+    splits_meta: dict[str, Any] = {}
+    report: dict[str, Any] = {"invalid_funnel_rows": invalid_funnel_rows, "splits": {}}
+    for split, path in sources.items():
+        splits_meta[split], report["splits"][split] = _encode_split(
+            schema, encoders, layout, edges, out, split, path, fmts[split], invalid_funnel_rows, chunk_rows)
+    encoders.reset_counters()
+    return _meta(schema, key, invalid_funnel_rows, sources, splits_meta, report), encoders
 
-    # headers: every needed column present, then the same columns in every split
+
+@dataclass(frozen=True)
+class _Layout:
+    """The columns a build reads (categorical, numeric, label) and the .bin file of each in a split folder."""
+
+    cat: list[str]
+    num: list[str]
+    labels: list[str]
+    cat_files: list[str]
+    num_files: list[str]
+    label_files: list[str]
+
+    @classmethod
+    def of(cls, schema: DatasetSchema) -> "_Layout":
+        cat = [f.name for f in schema.categorical]
+        num = [f.name for f in schema.numeric]
+        labels = schema.label_columns
+        cat_files, num_files = _file_names(cat, ""), _file_names(num, "")
+        label_files = _file_names(labels, "label__")
+        every = cat_files + num_files + label_files
+        if len(set(every)) < len(every):  # two columns would share a file: number them
+            cat_files = [f"cat{j}.bin" for j in range(len(cat))]
+            num_files = [f"num{j}.bin" for j in range(len(num))]
+            label_files = [f"label{j}.bin" for j in range(len(labels))]
+        return cls(cat, num, labels, cat_files, num_files, label_files)
+
+    @property
+    def needed(self) -> list[str]:
+        """Every column the build reads, categorical then numeric then labels."""
+        return self.cat + self.num + self.labels
+
+
+def _check_headers(schema: DatasetSchema, sources: dict[str, Path], fmts: dict[str, str], layout: _Layout) -> None:
+    """Every needed column present in every split's header, then the same columns in every split."""
     headers = {s: reader.read_header(p, fmts[s]) for s, p in sources.items()}
     for split, header in headers.items():
-        missing = [c for c in needed if c not in header]
+        missing = [c for c in layout.needed if c not in header]
         if missing:
-            kinds = ", ".join(f"{c!r} ({'label' if c in label_cols else 'field'})" for c in missing)
+            kinds = ", ".join(f"{c!r} ({'label' if c in layout.labels else 'field'})" for c in missing)
             raise DataError(f"the header lacks {kinds} declared in dataset schema {schema.name!r} "
                             f"(header: {header}).", file=sources[split], column=missing[0], line=1,
                             fix="add the column to the file, or remove / rename it in the dataset schema.")
@@ -397,85 +437,119 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
                             column=(extra + lacking)[0], line=1,
                             fix="write every split with the same columns.")
 
-    # pass 1: fit the encoders on train
+
+def _fit_encoders(schema: DatasetSchema, train: Path, fmt: str, layout: _Layout, chunk_rows: int) -> FeatureEncoders:
+    """Pass 1: the encoders fitted on the train file (a bad feature cell raises, after counting them all)."""
     encoders = FeatureEncoders.from_schema(schema)
-    problems = _Problems(sources["train"])
+    problems = _Problems(train)
 
     def train_chunks():
-        for line0, df in reader.iter_chunks(sources["train"], cat_cols + num_cols, chunk_rows, fmts["train"]):
+        for line0, df in reader.iter_chunks(train, layout.cat + layout.num, chunk_rows, fmt):
             _validate_categorical(df, list(schema.categorical), line0, problems)
-            _validate_numeric(df, num_cols, line0, problems)
+            _validate_numeric(df, layout.num, line0, problems)
             if not problems:  # after a bad cell keep scanning to count them all, fit nothing more
                 yield df
 
     encoders.fit(train_chunks())
     problems.raise_if_any()
+    return encoders
 
-    # pass 2: validate and encode every split
+
+def _funnel_edges(schema: DatasetSchema) -> list[tuple[TaskSpec, TaskSpec]]:
+    """(task, parent) for every task defined ``on`` another, selected tasks first."""
     all_tasks = {t.name: t for t in schema.tasks + schema.parent_tasks}
-    edges = [(t, all_tasks[t.on]) for t in schema.tasks + schema.parent_tasks if t.on is not None]
-    cat_files = _file_names(cat_cols, "")
-    num_files = _file_names(num_cols, "")
-    lab_files = _file_names(label_cols, "label__")
-    if len(set(cat_files + num_files + lab_files)) < len(cat_files + num_files + lab_files):
-        cat_files = [f"cat{j}.bin" for j in range(len(cat_cols))]
-        num_files = [f"num{j}.bin" for j in range(len(num_cols))]
-        lab_files = [f"label{j}.bin" for j in range(len(label_cols))]
-    splits_meta: dict[str, Any] = {}
-    report: dict[str, Any] = {"invalid_funnel_rows": invalid_funnel_rows, "splits": {}}
-    for split, path in sources.items():
+    return [(t, all_tasks[t.on]) for t in schema.tasks + schema.parent_tasks if t.on is not None]
+
+
+class _SplitFiles:
+    """The open .bin files of one split in the build folder, one per column (a context manager)."""
+
+    def __init__(self, out: Path, split: str, layout: _Layout) -> None:
         (out / split).mkdir()
-        rel_cat = {c: f"{split}/{f}" for c, f in zip(cat_cols, cat_files)}
-        rel_num = {c: f"{split}/{f}" for c, f in zip(num_cols, num_files)}
-        rel_lab = {c: f"{split}/{f}" for c, f in zip(label_cols, lab_files)}
-        handles = {rel: open(out / rel, "wb") for rel in [*rel_cat.values(), *rel_num.values(), *rel_lab.values()]}
-        problems = _Problems(path)
-        encoders.reset_counters()
-        rows_read = rows_kept = 0
-        dropped = {f"invalid_funnel: {t.name} ({t.label}=1) on {p.name} ({p.label}=0)": 0 for t, p in edges}
-        positives = {c: 0 for c in label_cols}
-        try:
-            for line0, df in reader.iter_chunks(path, needed, chunk_rows, fmts[split]):
-                n = len(df)
-                rows_read += n
-                _validate_categorical(df, list(schema.categorical), line0, problems)
-                _validate_numeric(df, num_cols, line0, problems)
-                labels = _parse_labels(df, label_cols, line0, problems)
-                keep = np.ones(n, dtype=bool)
-                for (task, parent), reason in zip(edges, dropped):
-                    bad = (labels[task.label] == 1) & (labels[parent.label] == 0) & keep
-                    if invalid_funnel_rows == "drop":
-                        dropped[reason] += int(bad.sum())
-                        keep &= ~bad
-                    else:
-                        problems.add(task.label, f"funnel:{task.name}", bad, line0, None,
-                                     f"task {task.name!r} label {task.label!r} is 1 but its parent task "
-                                     f"{parent.name!r} label {parent.label!r} is 0 (invalid funnel row).",
-                                     FUNNEL_FIX, value=f"{task.label}=1, {parent.label}=0")
-                if problems:
-                    continue  # keep scanning to count every problem, write nothing
-                if not keep.all():
-                    df = df.loc[keep]
-                    labels = {c: y[keep] for c, y in labels.items()}
-                cat, num = encoders.transform(df)
-                for j, c in enumerate(cat_cols):
-                    np.ascontiguousarray(cat[:, j], dtype=CAT_DTYPE).tofile(handles[rel_cat[c]])
-                for j, c in enumerate(num_cols):
-                    np.ascontiguousarray(num[:, j], dtype=NUM_DTYPE).tofile(handles[rel_num[c]])
-                for c in label_cols:
-                    labels[c].astype(LABEL_DTYPE, copy=False).tofile(handles[rel_lab[c]])
-                    positives[c] += int((labels[c] == 1).sum())
-                rows_kept += len(df)
-        finally:
-            for fh in handles.values():
-                fh.close()
-        problems.raise_if_any()
-        splits_meta[split] = {"n_rows": rows_kept, "cat": rel_cat, "num": rel_num, "labels": rel_lab}
-        report["splits"][split] = {"file": str(path), "rows_read": rows_read, "rows_kept": rows_kept,
-                                   "rows_dropped": dropped, "positives": positives,
-                                   "fields": encoders.counters()}
+        self.layout = layout
+        self.cat = {c: f"{split}/{f}" for c, f in zip(layout.cat, layout.cat_files)}
+        self.num = {c: f"{split}/{f}" for c, f in zip(layout.num, layout.num_files)}
+        self.labels = {c: f"{split}/{f}" for c, f in zip(layout.labels, layout.label_files)}
+        self.handles = {rel: open(out / rel, "wb")
+                        for rel in [*self.cat.values(), *self.num.values(), *self.labels.values()]}
+
+    def __enter__(self) -> "_SplitFiles":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fh in self.handles.values():
+            fh.close()
+
+    def append(self, cat: np.ndarray, num: np.ndarray, labels: dict[str, np.ndarray]) -> None:
+        """Append encoded rows: cat [n, Fc], num [n, Fn], labels column -> [n] float32."""
+        for j, c in enumerate(self.layout.cat):
+            np.ascontiguousarray(cat[:, j], dtype=CAT_DTYPE).tofile(self.handles[self.cat[c]])
+        for j, c in enumerate(self.layout.num):
+            np.ascontiguousarray(num[:, j], dtype=NUM_DTYPE).tofile(self.handles[self.num[c]])
+        for c in self.layout.labels:
+            labels[c].astype(LABEL_DTYPE, copy=False).tofile(self.handles[self.labels[c]])
+
+    def meta(self, n_rows: int) -> dict[str, Any]:
+        """The split's entry in meta.json: row count and column -> relative file, per group."""
+        return {"n_rows": n_rows, "cat": self.cat, "num": self.num, "labels": self.labels}
+
+
+def _encode_split(schema: DatasetSchema, encoders: FeatureEncoders, layout: _Layout,
+                  edges: list[tuple[TaskSpec, TaskSpec]], out: Path, split: str, path: Path, fmt: str,
+                  invalid_funnel_rows: str, chunk_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pass 2 for one split: validate and encode ``path`` chunk by chunk into ``out/split``.
+    Returns (its meta entry, its report entry); bad cells raise, after counting them all."""
+    problems = _Problems(path)
     encoders.reset_counters()
-    meta = {
+    rows_read = rows_kept = 0
+    dropped = {f"invalid_funnel: {t.name} ({t.label}=1) on {p.name} ({p.label}=0)": 0 for t, p in edges}
+    positives = {c: 0 for c in layout.labels}
+    with _SplitFiles(out, split, layout) as files:
+        for line0, df in reader.iter_chunks(path, layout.needed, chunk_rows, fmt):
+            rows_read += len(df)
+            _validate_categorical(df, list(schema.categorical), line0, problems)
+            _validate_numeric(df, layout.num, line0, problems)
+            labels = _parse_labels(df, layout.labels, line0, problems)
+            keep = _funnel_keep(len(df), edges, labels, line0, invalid_funnel_rows, dropped, problems)
+            if problems:
+                continue  # keep scanning to count every problem, write nothing
+            if not keep.all():
+                df = df.loc[keep]
+                labels = {c: y[keep] for c, y in labels.items()}
+            cat, num = encoders.transform(df)
+            files.append(cat, num, labels)
+            for c in layout.labels:
+                positives[c] += int((labels[c] == 1).sum())
+            rows_kept += len(df)
+    problems.raise_if_any()
+    report = {"file": str(path), "rows_read": rows_read, "rows_kept": rows_kept, "rows_dropped": dropped,
+              "positives": positives, "fields": encoders.counters()}
+    return files.meta(rows_kept), report
+
+
+def _funnel_keep(n: int, edges: list[tuple[TaskSpec, TaskSpec]], labels: dict[str, np.ndarray], line0: int,
+                 invalid_funnel_rows: str, dropped: dict[str, int], problems: _Problems) -> np.ndarray:
+    """[n] bool: the rows of an n-row chunk to keep (a task's label 1 needs its parent's label 1).
+    Invalid rows are counted in ``dropped`` (one reason per edge, in edge order) under 'drop', else
+    recorded in ``problems``."""
+    keep = np.ones(n, dtype=bool)
+    for (task, parent), reason in zip(edges, dropped):
+        bad = (labels[task.label] == 1) & (labels[parent.label] == 0) & keep
+        if invalid_funnel_rows == "drop":
+            dropped[reason] += int(bad.sum())
+            keep &= ~bad
+        else:
+            problems.add(task.label, f"funnel:{task.name}", bad, line0, None,
+                         f"task {task.name!r} label {task.label!r} is 1 but its parent task "
+                         f"{parent.name!r} label {parent.label!r} is 0 (invalid funnel row).",
+                         FUNNEL_FIX, value=f"{task.label}=1, {parent.label}=0")
+    return keep
+
+
+def _meta(schema: DatasetSchema, key: str, invalid_funnel_rows: str, sources: dict[str, Path],
+          splits_meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """meta.json of a build (``build_seconds`` is added by the caller)."""
+    return {
         "cache_version": CACHE_VERSION,
         "key": key,
         "schema": schema.to_dict(),
@@ -485,4 +559,3 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
         "dtypes": {"cat": CAT_DTYPE.str, "num": NUM_DTYPE.str, "label": LABEL_DTYPE.str},
         "report": report,
     }
-    return meta, encoders

@@ -18,10 +18,11 @@ import torch
 from mtl_final import distributed
 from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
-from mtl_final.data.store import EncodedStore
+from mtl_final.data.simulator_metrics import entire_space_metrics
+from mtl_final.data.store import EncodedStore, TensorSplit
 from mtl_final.models import build_model
+from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import atomic_file, load_checkpoint
-from mtl_final.train.metrics import auc, logloss
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
@@ -96,19 +97,47 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
     t = cfg["train"]
     configure_cpu(t["num_threads"])
-    device = resolve_device(t["device"])
-    dist = distributed.init_from_env(cfg["distributed"]["backend"], device)
-    device = distributed.rank_device(device, dist)
+    dist, device = _start_processes(t["device"], cfg["distributed"]["backend"])
     if not dist.is_main:
         log = _silent
     seed_everything(int(cfg["seed"]))
+    run_dir = _prepare_run_dir(cfg, run_dir, dist, resume)
+    schema, root, store, splits = _load_data(cfg, run_dir, dist, resume, log)
+    model = _build_model(cfg, store, schema, dist)
+    gauc_column = _gauc_column(t["gauc_field"], store)
+    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
+    if resume:
+        _restore(trainer, run_dir, device, log)
+    trainer.fit(splits["train"], splits["valid"])
+    metrics = _final_metrics(cfg, trainer, store, schema, root, splits, dist)
+    _write_outputs(cfg, trainer, metrics, run_dir, dist, log)
+    return metrics
+
+
+def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistContext, torch.device]:
+    """This process's distributed context (single when not under torchrun) and its device
+    (train.device; each rank's own GPU under torchrun)."""
+    device = resolve_device(device_name)
+    dist = distributed.init_from_env(backend, device)
+    return dist, distributed.rank_device(device, dist)
+
+
+def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, dist: distributed.DistContext,
+                     resume: bool) -> Path:
+    """The run directory (the same on every rank), created by rank 0 with config.yaml for a new run."""
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
             dump_config(cfg, run_dir / "config.yaml")
+    return run_dir
 
+
+def _load_data(cfg: Mapping[str, Any], run_dir: Path, dist: distributed.DistContext, resume: bool,
+               log: Callable[[str], None]) -> tuple[DatasetSchema, Path, EncodedStore, dict[str, TensorSplit]]:
+    """(schema, data folder, store, split name -> TensorSplit in RAM); rank 0 builds the store first.
+    A new run keeps the encoders and the schema in run_dir; a resumed one checks its encoders match."""
     schema, root, store = distributed.main_first(lambda: load_store(cfg, log), dist)
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
@@ -121,27 +150,44 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
         + f" | tasks {[t.name for t in schema.tasks]} | run dir {run_dir}")
     if dist.enabled:
-        log(f"distributed: {dist.world_size} processes ({dist.backend}), {t['batch_size']} rows per step "
-            f"shared out as about {t['batch_size'] // dist.world_size} per process")
+        batch = cfg["train"]["batch_size"]
+        log(f"distributed: {dist.world_size} processes ({dist.backend}), {batch} rows per step "
+            f"shared out as about {batch // dist.world_size} per process")
+    return schema, root, store, splits
 
+
+def _build_model(cfg: Mapping[str, Any], store: EncodedStore, schema: DatasetSchema,
+                 dist: distributed.DistContext) -> RankingModel:
+    """The configured model, initialised from the run seed; then each rank's own random stream."""
     seed_everything(int(cfg["seed"]))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
     distributed.seed_rank_streams(int(cfg["seed"]), dist)
-    gauc_column = None
-    if t["gauc_field"]:
-        names = [name for name, _ in store.feature_spec.categorical]
-        if t["gauc_field"] not in names:
-            raise ValueError(f"train.gauc_field={t['gauc_field']!r} is not a categorical field; choose one of {names}")
-        gauc_column = names.index(t["gauc_field"])
-    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
-    if resume:
-        last = load_checkpoint(run_dir / "last.pt", device)
-        best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
-        trainer.restore(last, best)
-        log(f"resumed {run_dir} at step {trainer.global_step} (epoch {last['epoch']}, "
-            f"{len(trainer.history)} evaluations done)")
-    trainer.fit(splits["train"], splits["valid"])
+    return model
 
+
+def _gauc_column(field: str | None, store: EncodedStore) -> int | None:
+    """Index of the categorical field train.gauc_field among the store's (None when it is not set)."""
+    if not field:
+        return None
+    names = [name for name, _ in store.feature_spec.categorical]
+    if field not in names:
+        raise ValueError(f"train.gauc_field={field!r} is not a categorical field; choose one of {names}")
+    return names.index(field)
+
+
+def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callable[[str], None]) -> None:
+    """Load the interrupted run's last.pt (and best.pt, when one was written) into `trainer`."""
+    last = load_checkpoint(run_dir / "last.pt", device)
+    best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
+    trainer.restore(last, best)
+    log(f"resumed {run_dir} at step {trainer.global_step} (epoch {last['epoch']}, "
+        f"{len(trainer.history)} evaluations done)")
+
+
+def _final_metrics(cfg: Mapping[str, Any], trainer: Trainer, store: EncodedStore, schema: DatasetSchema,
+                   root: Path, splits: Mapping[str, TensorSplit], dist: distributed.DistContext) -> dict[str, Any]:
+    """metrics.json of a trained run: valid and test metrics of the best weights, the training
+    summary, the data report and, on simulated data, the test's entire-space CVR metrics."""
     metrics: dict[str, Any] = {
         "valid": trainer.evaluate(splits["valid"]),
         "test": trainer.evaluate(splits["test"]),
@@ -149,12 +195,19 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         "epochs_run": trainer.epochs_run,
         "train_seconds": round(trainer.train_seconds, 3),
         "steps": trainer.global_step,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "world_size": dist.world_size,
         "data_report": store.report,
     }
     if uses_simulator(cfg):
-        metrics["test_entire_space"] = entire_space_metrics(trainer, splits["test"], root, schema, int(cfg["seed"]))
+        metrics["test_entire_space"] = entire_space_metrics(
+            trainer.predict(splits["test"]), root / schema.files["test"], schema.tasks, int(cfg["seed"]))
+    return metrics
+
+
+def _write_outputs(cfg: Mapping[str, Any], trainer: Trainer, metrics: dict[str, Any], run_dir: Path,
+                   dist: distributed.DistContext, log: Callable[[str], None]) -> None:
+    """metrics.json (rank 0), TensorBoard's hyper-parameters, the closed trainer and the summary line."""
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
     final = {f"test/{task}/{name}": float(v) for task, ms in metrics["test"].items()
@@ -164,7 +217,6 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     summary = " ".join(f"{task}.auc={ms['auc']:.6f}" for task, ms in metrics["test"].items())
     log(f"test: {summary} | best epoch {trainer.best_epoch} of {trainer.epochs_run} | "
         f"{trainer.train_seconds:.1f}s | metrics in {run_dir / 'metrics.json'}")
-    return metrics
 
 
 def resume_run(run_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -201,43 +253,6 @@ def _check_same_encoders(fitted: dict[str, Any], saved: Path) -> None:
     if json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(fitted)):
         raise ValueError(f"cannot resume: the encoders fitted on today's train data differ from {saved} "
                          "(the data changed since the run started); start a new run instead")
-
-
-def entire_space_metrics(trainer: Trainer, test: Any, root: Path, schema: DatasetSchema, seed: int) -> dict[str, Any]:
-    """CVR quality over ALL impressions, clicked or not, using the simulator's ground truth.
-
-    The counterfactual label "would convert if clicked" is drawn once per row from true_pcvr
-    (seeded), so unclicked rows get a CVR label too; the oracle AUC of true_pcvr itself on
-    that label bounds what any model can reach."""
-    truth = read_ground_truth(root / schema.files["test"])
-    probs = trainer.predict(test)
-    cvr_tasks = [t for t in schema.tasks if t.on]
-    if not cvr_tasks:
-        return {}
-    name = cvr_tasks[0].name
-    rng = np.random.default_rng(seed)
-    y = (rng.random(len(truth["true_pcvr"])) < truth["true_pcvr"]).astype(np.float64)
-    p = probs[name]
-    return {
-        f"{name}_auc": auc(y, p), f"{name}_logloss": logloss(y, p),
-        f"{name}_oracle_auc": auc(y, truth["true_pcvr"]),
-        f"{name}_corr_true_pcvr": float(np.corrcoef(p, truth["true_pcvr"])[0, 1]),
-        "rows": int(len(y)),
-    }
-
-
-def read_ground_truth(path: Path) -> dict[str, np.ndarray]:
-    """The simulator's true_pctr / true_pcvr columns of one split file (CSV or Parquet)."""
-    columns = ["true_pctr", "true_pcvr"]
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path, columns=columns)
-        return {c: table.column(c).to_numpy().astype(np.float64) for c in columns}
-    import pandas as pd
-
-    frame = pd.read_csv(path, usecols=columns)
-    return {c: frame[c].to_numpy(np.float64) for c in columns}
 
 
 def _silent(message: str) -> None:

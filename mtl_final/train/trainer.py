@@ -300,48 +300,79 @@ class Trainer:
         return tqdm(batches, desc=f"epoch {epoch}", leave=False, mininterval=1.0, initial=skip, total=len(loader))
 
     def _evaluate_and_schedule(self, valid: Any, epoch: int, train_loss: float, start: float) -> bool:
-        if not math.isfinite(train_loss):  # the mean over ranks: every rank raises together
-            since, kept = (f"step {self.history[-1]['step']}", "last.pt and best.pt keep the last evaluation") \
-                if self.history else ("the start", "no evaluation was checkpointed")
-            raise NonFiniteLoss(
-                f"the train loss is {train_loss} at epoch {epoch} step {self.global_step}: a step since {since} "
-                f"had a non-finite loss, so the weights are no longer finite and training stops ({kept}); "
-                "lower train.lr, keep train.grad_clip_norm on, or check the inputs for extreme values")
+        """One validation of the schedule: evaluate, record, keep the best weights or decay the lr,
+        log and checkpoint. Returns whether patience is used up."""
+        self._check_finite_loss(train_loss, epoch)
         metrics = self.evaluate(valid)
-        value = monitor_value(metrics, self.monitor)
-        if not math.isfinite(value):  # the valid labels are fixed: it would be undefined at every evaluation
-            rows = {}  # each undefined metric path -> the rows its task scored
-            for path in self.monitor:
-                task, metric = path.split(".")
-                if not math.isfinite(metrics[task][metric]):
-                    rows[path] = metrics[task].get("rows")
-            raise UndefinedMonitor(
-                f"train.monitor is {value} on valid at epoch {epoch} step {self.global_step}: {list(rows)} "
-                f"undefined (rows scored: {rows}; an AUC needs both labels among its rows, a gAUC a group "
-                "holding both); choose another train.monitor or a valid split with both labels")
+        value = self._monitored(metrics, epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        record = {"epoch": epoch, "step": self.global_step, "train_loss": train_loss, "lr": lr,
-                  "monitor": value, "valid": metrics, "seconds": time.perf_counter() - start}
-        self.history.append(record)
-        # FuxiCTR's min_delta: a gain of at most 1e-6 is a miss (the lr drops, patience runs)
-        improved = math.isfinite(value) and self.sign * value > self.best_value + self.t["min_delta"]
+        self.history.append({"epoch": epoch, "step": self.global_step, "train_loss": train_loss, "lr": lr,
+                             "monitor": value, "valid": metrics, "seconds": time.perf_counter() - start})
+        improved = self._improves(value)
         if improved:
-            self.best_value = self.sign * value
-            self.best_epoch = epoch
-            self.stopping_steps = 0
-            self.best_state = copy.deepcopy(self.model.state_dict())
-            if self.run_dir and self.dist.is_main:
-                save_atomic({"model": self.best_state, "epoch": epoch, "step": self.global_step,
-                             "monitor": value}, self.run_dir / "best.pt")
+            self._keep_best(value, epoch)
         else:
-            self.stopping_steps += 1
-            # floored at min_lr, but never raised (an lr already under min_lr stays)
-            new_lr = min(lr, max(lr * self.t["lr_decay_factor"], self.t["min_lr"]))
-            for group in self.optimizer.param_groups:
-                group["lr"] = new_lr
+            self._decay_lr(lr)
+        self.stopping_steps = 0 if improved else self.stopping_steps + 1
+        self._log_evaluation(self.history[-1], improved)
+        self._save_last()
+        return self.stopping_steps >= self.t["patience"]
+
+    def _check_finite_loss(self, train_loss: float, epoch: int) -> None:
+        """Raise NonFiniteLoss when the train loss (the mean over ranks: every rank raises together)
+        is NaN or infinite."""
+        if math.isfinite(train_loss):
+            return
+        since, kept = (f"step {self.history[-1]['step']}", "last.pt and best.pt keep the last evaluation") \
+            if self.history else ("the start", "no evaluation was checkpointed")
+        raise NonFiniteLoss(
+            f"the train loss is {train_loss} at epoch {epoch} step {self.global_step}: a step since {since} "
+            f"had a non-finite loss, so the weights are no longer finite and training stops ({kept}); "
+            "lower train.lr, keep train.grad_clip_norm on, or check the inputs for extreme values")
+
+    def _monitored(self, metrics: dict[str, dict[str, float]], epoch: int) -> float:
+        """The train.monitor value of valid `metrics`; UndefinedMonitor when it is not finite (the valid
+        labels are fixed: it would be undefined at every evaluation)."""
+        value = monitor_value(metrics, self.monitor)
+        if math.isfinite(value):
+            return value
+        rows = {}  # each undefined metric path -> the rows its task scored
+        for path in self.monitor:
+            task, metric = path.split(".")
+            if not math.isfinite(metrics[task][metric]):
+                rows[path] = metrics[task].get("rows")
+        raise UndefinedMonitor(
+            f"train.monitor is {value} on valid at epoch {epoch} step {self.global_step}: {list(rows)} "
+            f"undefined (rows scored: {rows}; an AUC needs both labels among its rows, a gAUC a group "
+            "holding both); choose another train.monitor or a valid split with both labels")
+
+    def _improves(self, value: float) -> bool:
+        """Whether the monitor `value` beats the best so far; FuxiCTR's min_delta: a gain of at most
+        train.min_delta is a miss (the lr drops, patience runs)."""
+        return math.isfinite(value) and self.sign * value > self.best_value + self.t["min_delta"]
+
+    def _keep_best(self, value: float, epoch: int) -> None:
+        """Remember the current weights as the best (in memory and, on rank 0, as best.pt)."""
+        self.best_value = self.sign * value
+        self.best_epoch = epoch
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.run_dir and self.dist.is_main:
+            save_atomic({"model": self.best_state, "epoch": epoch, "step": self.global_step,
+                         "monitor": value}, self.run_dir / "best.pt")
+
+    def _decay_lr(self, lr: float) -> None:
+        """lr ← lr·train.lr_decay_factor, floored at train.min_lr but never raised (an lr already
+        under min_lr stays)."""
+        new_lr = min(lr, max(lr * self.t["lr_decay_factor"], self.t["min_lr"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = new_lr
+
+    def _log_evaluation(self, record: dict[str, Any], improved: bool) -> None:
+        """One log line for the evaluation `record` (a history entry) and its TensorBoard scalars."""
+        metrics, value, lr = record["valid"], record["monitor"], record["lr"]
         summary = " ".join(f"{task}.auc={m['auc']:.6f}" for task, m in metrics.items())
-        self.log(f"epoch {epoch} step {self.global_step}: train loss {train_loss:.6f} | valid {summary} | "
-                 f"monitor {value:.6f}{' *' if improved else ''} | lr {lr:.1e}")
+        self.log(f"epoch {record['epoch']} step {self.global_step}: train loss {record['train_loss']:.6f} | "
+                 f"valid {summary} | monitor {value:.6f}{' *' if improved else ''} | lr {lr:.1e}")
         if self.writer:
             self.writer.add_scalar("lr", lr, self.global_step)
             self.writer.add_scalar("valid/monitor", value, self.global_step)
@@ -349,11 +380,13 @@ class Trainer:
                 for name, v in ms.items():
                     if name != "rows":
                         self.writer.add_scalar(f"valid/{task}/{name}", v, self.global_step)
+
+    def _save_last(self) -> None:
+        """Write last.pt (what `restore` continues from) into the run directory, if there is one."""
         if self.run_dir:
             state = self.checkpoint()  # on every rank: it gathers their generator states
             if self.dist.is_main:
                 save_atomic(state, self.run_dir / "last.pt")
-        return self.stopping_steps >= self.t["patience"]
 
     def log_hparams(self, hparams: Mapping[str, Any], final_metrics: Mapping[str, float]) -> None:
         """Write the run's hyper-parameters and final metrics to TensorBoard's HPARAMS tab."""

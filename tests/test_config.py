@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mtl_final import config as C
+from mtl_final import config_reference
 from mtl_final.config import ConfigError, config_hash, dump_config, get, load_config
 from mtl_final.config_spec import SPEC, Key, Section, alias_paths, allowed, defaults, leaves, lookup
 
@@ -423,3 +424,22 @@ def test_the_spec_choices_are_what_the_code_implements() -> None:
                           torch.optim.Optimizer)
     with pytest.raises(ValueError, match="choose adam, adamw or sgd"):
         build_optimizer(model, {"optimizer": "rmsprop", "lr": 0.1, "weight_decay": 0.0})
+
+
+def test_config_reference_is_current() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert config_reference.stale(doc) is None, "run: python -m mtl_final.config_reference --write docs/config.md"
+
+
+def test_config_reference_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.md"
+    assert config_reference.main(["--check", str(path)]) == 1
+    assert config_reference.main(["--write", str(path)]) == 0
+    assert config_reference.main(["--check", str(path)]) == 0
+    text = path.read_text(encoding="utf-8")
+    assert "| `train.lr` | `0.001` | float (or int) | ≥ 0.0 | learning rate |" in text
+    assert "### `model.name: mmoe`" in text and "| `model.num_experts` | `4` |" in text  # the real models
+    path.write_text(text.replace("learning rate", "step size"), encoding="utf-8")
+    capsys.readouterr()
+    assert config_reference.main(["--check", str(path)]) == 1
+    assert "is out of date" in capsys.readouterr().err

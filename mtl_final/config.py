@@ -1,10 +1,11 @@
 """Run configuration: defaults, YAML files with includes, ``key=value`` overrides and validation.
 
-A run's config is a plain nested dict. :func:`load_config` starts from :data:`DEFAULTS`, merges a
-YAML file (and the files it ``include``s), applies command-line style overrides, validates every
-key and value, and returns the fully resolved tree. The ``model`` section is the common model keys
-plus the chosen model's own defaults, registered by the models package through
-:func:`register_model_defaults`.
+A run's config is a plain nested dict. :func:`load_config` starts from :data:`DEFAULTS` (the
+defaults of :data:`mtl_final.config_spec.SPEC`, where every key is declared), merges a YAML file
+(and the files it ``include``s), applies command-line style overrides, validates every key and
+value against the spec, and returns the fully resolved tree. The ``model`` section is the common
+model keys plus the chosen model's own keys, registered by the models package through
+:func:`register_model_keys`.
 """
 from __future__ import annotations
 
@@ -21,13 +22,21 @@ from typing import Any
 
 import yaml
 
+from mtl_final.config_spec import (
+    SPEC,
+    ConfigError,
+    Key,
+    Section,
+    alias_paths,
+    defaults,
+    elem_proto,
+    out_of_bounds,
+    type_name,
+)
+
 __all__ = [
-    "BOUNDS",
-    "CHOICES",
     "DEFAULTS",
-    "FREE_FORM",
-    "MODEL_DEFAULTS",
-    "NULLABLE_TYPES",
+    "MODEL_KEYS",
     "ConfigError",
     "apply_overrides",
     "config_hash",
@@ -35,218 +44,43 @@ __all__ = [
     "get",
     "load_config",
     "load_yaml",
-    "register_model_defaults",
+    "register_model_keys",
     "to_yaml",
     "validate_config",
 ]
 
 
-class ConfigError(ValueError):
-    """A config file, override or value is invalid."""
-
-
 # --------------------------------------------------------------------------------------------
-# Defaults and the tables that validation reads
+# Defaults and the models' own keys
 # --------------------------------------------------------------------------------------------
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 2021,
-    "tasks": None,  # list of task names to train; None = all tasks declared by the dataset schema
-    "data": {
-        "schema": None,  # path to the dataset schema YAML
-        "root": None,  # folder holding the train/valid/test files
-        "cache_dir": ".cache/mtl_final",
-        "invalid_funnel_rows": "error",  # error | drop
-        "simulator": None,  # free-form dict of funnel-simulator parameters, or None
-    },
-    "model": {  # common keys; the chosen model's registered defaults are merged in
-        "name": "mlp",
-        "embedding_dim": 10,
-        "embedding_regularizer": 0.0,
-        "numeric_init": "embedding",  # numeric-field vectors: embedding (N(0, 1e-4²)) | xavier (FuxiCTR)
-        "net_regularizer": 0.0,
-        "task_weights": {},  # task name -> loss weight (free-form: task names are data)
-    },
-    "block": {  # the main deep block of single-task models
-        "kind": "mlp",  # mlp | final
-        "hidden_units": [400, 400, 400],
-        "activation": "relu",
-        "dropout": 0.0,
-        "batch_norm": True,
-        "num_steps": 2,  # FINAL: N multiplicative steps per layer
-        "aggregation": "concat",  # FINAL: concat | sum
-        "sigma": "identity",  # FINAL: identity | tanh | sigmoid
-    },
-    "tower": {  # per-task towers of multi-task models
-        "kind": "mlp",
-        "hidden_units": [256, 128],
-        "activation": "relu",
-        "dropout": 0.1,
-        "batch_norm": True,
-        "num_steps": 2,
-        "aggregation": "concat",
-        "sigma": "identity",
-        "dual": False,  # two blocks per task, logits averaged
-        "kd": True,  # with dual: self-distillation toward the averaged detached prediction
-    },
-    "expert": {  # experts of MMoE / PLE
-        "kind": "mlp",
-        "hidden_units": [256],
-        "activation": "relu",
-        "dropout": 0.1,
-        "batch_norm": True,
-        "num_steps": 2,
-        "aggregation": "concat",
-        "sigma": "identity",
-    },
-    "train": {
-        "batch_size": 4096,
-        "eval_batch_size": 16384,
-        "optimizer": "adam",  # adam | adamw | sgd
-        "lr": 0.001,
-        "weight_decay": 0.0,
-        "epochs": 100,
-        "eval_every_steps": 0,  # 0 = evaluate once per epoch
-        # 'auto' = ctr.auc (single task) or sum of task aucs; or 'cvr.auc', or 'ctr.auc:1,cvr.auc:2'
-        "monitor": "auto",
-        "monitor_mode": "max",  # max | min
-        "lr_decay_factor": 0.1,
-        "min_lr": 1.0e-6,
-        "patience": 2,
-        "min_delta": 1.0e-6,  # an evaluation improves only when it beats the best monitor value by more
-        "grad_clip_norm": 10.0,
-        "num_threads": 0,  # 0 = torch default
-        "precision": "fp32",  # fp32 | bf16 (autocast: matmuls in bfloat16, weights/heads/losses float32)
-        # float32 matmuls (torch.set_float32_matmul_precision, process-wide): highest = IEEE float32 |
-        # high = TF32 where the hardware has it | medium = also bfloat16 inputs, float32 sums (AMX CPUs)
-        "matmul_precision": "highest",
-        # native = fused C kernels for dense layers and AutoInt's attention on CPU (built on first use; PyTorch
-        # ops where a layer, device or dtype does not allow them, or without a C compiler) | torch = PyTorch ops only
-        "kernels": "native",
-        # float32 matmuls of training and scoring on CPU: auto = oneDNN on AMD CPUs where it stays IEEE
-        # float32 (no AMX), else BLAS (MKL) | blas | onednn (mtl_final/nn/cpu_matmul.py)
-        "cpu_matmul": "auto",
-        "device": "auto",  # auto | cpu | cuda | cuda:N
-        "progress": True,
-        "tensorboard": True,
-        "gauc_field": None,  # categorical field name to group gAUC by
-        "max_steps": 0,  # 0 = no limit (debug / smoke runs)
-    },
-    "distributed": {  # used only when torchrun starts several processes (WORLD_SIZE > 1)
-        "backend": "auto",  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
-        "sync_batchnorm": False,  # BatchNorm statistics over the global batch instead of each rank's share
-    },
-}
+DEFAULTS: dict[str, Any] = defaults(SPEC)
 
-_BLOCK_SECTIONS = ("block", "tower", "expert")
+MODEL_COMMON_KEYS: tuple[str, ...] = tuple(SPEC.keys["model"].keys)
 
-# Allowed values of selected-choice keys (dotted key -> allowed values).
-CHOICES: dict[str, list[Any]] = {
-    **{f"{s}.kind": ["mlp", "final"] for s in _BLOCK_SECTIONS},
-    **{
-        f"{s}.activation": ["relu", "tanh", "sigmoid", "identity", "gelu", "silu"]
-        for s in _BLOCK_SECTIONS
-    },
-    **{f"{s}.aggregation": ["concat", "sum"] for s in _BLOCK_SECTIONS},
-    **{f"{s}.sigma": ["identity", "tanh", "sigmoid"] for s in _BLOCK_SECTIONS},
-    "data.invalid_funnel_rows": ["error", "drop"],
-    "model.numeric_init": ["embedding", "xavier"],
-    "train.optimizer": ["adam", "adamw", "sgd"],
-    "train.monitor_mode": ["max", "min"],
-    "train.precision": ["fp32", "bf16"],
-    "train.matmul_precision": ["highest", "high", "medium"],
-    "train.kernels": ["native", "torch"],
-    "train.cpu_matmul": ["auto", "blas", "onednn"],
-    "distributed.backend": ["auto", "gloo", "nccl"],
-}
-
-# Dicts whose keys are data, not config keys: not key-checked inside. The value is the type every
-# entry must have (int accepted for float), or None for unchecked entries.
-FREE_FORM: dict[str, type | None] = {
-    "data.simulator": None,
-    "model.task_weights": float,
-}
-
-# The keys a free-form dict may hold, where they are a fixed set (data.simulator: the arguments of
-# mtl_final.data.simulator.ensure_simulated).
-FREE_FORM_KEYS: dict[str, tuple[str, ...]] = {
-    "data.simulator": ("n_rows", "seed", "splits", "format", "chunk_rows"),
-}
-
-# Path keys: a leading ~ is expanded when the config is resolved.
-PATH_KEYS: tuple[str, ...] = ("data.schema", "data.root", "data.cache_dir")
-
-# Keys whose default is None but whose non-None value has a known shape: a prototype value that
-# is type-checked like a default would be (``["x"]`` = list of str).
-NULLABLE_TYPES: dict[str, Any] = {
-    "tasks": ["task"],
-    "data.schema": "path",
-    "data.root": "path",
-    "train.gauc_field": "field",
-}
-
-# Inclusive numeric bounds (low, high; None = open). For list keys they apply to every element.
-BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "seed": (0, 2**32 - 1),  # numpy's seed range
-    "model.embedding_dim": (1, None),
-    "model.embedding_regularizer": (0.0, None),
-    "model.net_regularizer": (0.0, None),
-    **{f"{s}.hidden_units": (1, None) for s in _BLOCK_SECTIONS},
-    **{f"{s}.dropout": (0.0, 1.0) for s in _BLOCK_SECTIONS},
-    **{f"{s}.num_steps": (1, None) for s in _BLOCK_SECTIONS},
-    "train.batch_size": (2, None),  # BatchNorm normalises at least 2 rows
-    "train.eval_batch_size": (1, None),
-    "train.lr": (0.0, None),
-    "train.weight_decay": (0.0, None),
-    "train.epochs": (1, None),  # 0 would write a run without best.pt
-    "train.eval_every_steps": (0, None),
-    "train.lr_decay_factor": (0.0, 1.0),
-    "train.min_lr": (0.0, None),
-    "train.patience": (0, None),
-    "train.min_delta": (0.0, None),
-    "train.grad_clip_norm": (0.0, None),
-    "train.num_threads": (0, None),
-    "train.max_steps": (0, None),
-}
-
-MODEL_COMMON_KEYS: tuple[str, ...] = tuple(DEFAULTS["model"])
-
-# Model name -> that model's own keys and defaults (merged into the ``model`` section).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {}
-# Model name -> {key: allowed values} for the model's own selected-choice keys.
-MODEL_CHOICES: dict[str, dict[str, list[Any]]] = {}
+# Model name -> that model's own keys (merged into the ``model`` section after the common keys).
+MODEL_KEYS: dict[str, dict[str, Key | Section]] = {}
 
 _MODELS_IMPORT_ERROR: BaseException | None = None
 
 
-def register_model_defaults(
-    name: str, defaults: dict[str, Any], choices: Mapping[str, Sequence[Any]] | None = None
-) -> None:
-    """Register model ``name``'s own config keys and defaults (and optional allowed values).
+def register_model_keys(name: str, keys: Mapping[str, Key | Section]) -> None:
+    """Register model ``name``'s own config keys (a Key, or a Section of them, per key).
 
     The keys live in the ``model`` section next to the common keys, which they may not redefine.
-    Registering a name again replaces its earlier defaults.
+    Registering a name again replaces its earlier keys.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"model name must be a non-empty string, got {name!r}")
-    if not isinstance(defaults, Mapping):
-        raise ConfigError(f"defaults of model {name!r} must be a dict, got {defaults!r}")
-    clash = [k for k in defaults if k in MODEL_COMMON_KEYS]
+    if not isinstance(keys, Mapping) or not all(isinstance(k, (Key, Section)) for k in keys.values()):
+        raise ConfigError(f"keys of model {name!r} must be a dict of config_spec.Key or Section, got {keys!r}")
+    clash = [k for k in keys if k in MODEL_COMMON_KEYS]
     if clash:
         raise ConfigError(
             f"defaults of model {name!r} redefine common model keys {clash}; "
             f"common keys are {list(MODEL_COMMON_KEYS)}"
         )
-    choices = {str(k): list(v) for k, v in (choices or {}).items()}
-    for key, allowed in choices.items():
-        if key not in defaults:
-            raise ConfigError(f"choices of model {name!r} name {key!r}, which is not in its defaults")
-        if defaults[key] is not None and defaults[key] not in allowed:
-            raise ConfigError(
-                f"default {defaults[key]!r} of model key {key!r} ({name!r}) is not in {allowed}"
-            )
-    MODEL_DEFAULTS[name] = copy.deepcopy(dict(defaults))
-    MODEL_CHOICES[name] = choices
+    MODEL_KEYS[name] = dict(keys)
 
 
 def _ensure_models_registered() -> None:
@@ -429,30 +263,6 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 # --------------------------------------------------------------------------------------------
 
 
-def _type_name(proto: Any) -> str:
-    if isinstance(proto, bool):
-        return "bool"
-    if isinstance(proto, int):
-        return "int"
-    if isinstance(proto, float):
-        return "float (or int)"
-    if isinstance(proto, str):
-        return "str"
-    if isinstance(proto, (list, tuple)):
-        elem = _elem_proto(proto)
-        return "list" if elem is None else f"list of {_type_name(elem)}"
-    if isinstance(proto, Mapping):
-        return "mapping"
-    return type(proto).__name__
-
-
-def _elem_proto(proto: Sequence[Any]) -> Any:
-    """The element prototype of a non-empty homogeneous list default, else None."""
-    if proto and len({type(x) for x in proto}) == 1 and proto[0] is not None:
-        return proto[0]
-    return None
-
-
 _BAD = object()
 
 
@@ -473,7 +283,7 @@ def _coerce(value: Any, proto: Any) -> Any:
     if isinstance(proto, (list, tuple)):
         if not isinstance(value, (list, tuple)):
             return _BAD
-        elem = _elem_proto(proto)
+        elem = elem_proto(proto)
         if elem is None:
             return copy.deepcopy(list(value))
         out = [_coerce(x, elem) for x in value]
@@ -481,23 +291,22 @@ def _coerce(value: Any, proto: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, type(proto)) else _BAD
 
 
-def _valid_keys(schema: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of ``schema`` (sections and leaves; free-form dicts not entered)."""
+def _valid_keys(section: Section, prefix: str = "") -> list[str]:
+    """Every dotted key of ``section``: its keys and subsections, and theirs."""
     keys: list[str] = []
-    for key, sub in schema.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
+    for name, sub in section.keys.items():
+        path = f"{prefix}.{name}" if prefix else str(name)
         keys.append(path)
-        if isinstance(sub, dict) and path not in FREE_FORM:
+        if isinstance(sub, Section):
             keys.extend(_valid_keys(sub, path))
     return keys
 
 
-def _suggest(key: str, valid: Sequence[str]) -> str | None:
-    """The closest valid dotted key to the unknown ``key``, if any is close."""
+def _closest(key: str, names: Sequence[str], known: set[str]) -> str | None:
+    """The closest of dotted ``names`` to the unknown ``key``, if any is close; ``known``: the valid keys."""
     parent, _, leaf = key.rpartition(".")
-    valid_set = set(valid)
-    parent_known = parent == "" or parent in valid_set
-    siblings = [v.rpartition(".")[2] for v in valid if v.rpartition(".")[0] == parent]
+    parent_known = parent == "" or parent in known
+    siblings = [v.rpartition(".")[2] for v in names if v.rpartition(".")[0] == parent]
 
     def join(name: str) -> str:
         return f"{parent}.{name}" if parent else name
@@ -515,95 +324,84 @@ def _suggest(key: str, valid: Sequence[str]) -> str | None:
     parts = key.split(".")
     ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
     others = [
-        v for v in valid
+        v for v in names
         if v not in ancestors and not (parent_known and v.rpartition(".")[0] == parent)
     ]
     match = difflib.get_close_matches(key, others, n=1, cutoff=0.6)
     if match:
         return match[0]
-    same_leaf = [v for v in valid if v.rpartition(".")[2] == leaf]
+    same_leaf = [v for v in names if v.rpartition(".")[2] == leaf]
     return same_leaf[0] if same_leaf else None
+
+
+def _suggest(key: str, valid: Sequence[str], aliases: Mapping[str, str]) -> str | None:
+    """The closest valid dotted key to the unknown ``key``, if any is close (an alias stands for its key)."""
+    hint = _closest(key, [*valid, *aliases], set(valid))
+    return aliases.get(hint, hint) if hint is not None else None
 
 
 class _Validator:
     """One validation pass over a merged config; collects every error."""
 
-    def __init__(self, schema: dict[str, Any], model_name: str | None, lenient: set[str]) -> None:
-        self.schema = schema
+    def __init__(self, spec: Section, model_name: str | None, lenient: set[str]) -> None:
         self.model_name = model_name
         self.lenient = lenient  # sections whose unknown keys are passed through unchecked
-        self.valid = _valid_keys(schema)
+        self.valid = _valid_keys(spec)
+        valid = set(self.valid)
+        # an alias that is a key of this config (a model's own key) is that key, not the alias
+        self.aliases = {a: k for a, k in alias_paths(spec).items() if a not in valid}
         self.errors: list[str] = []
-
-    def choices(self, path: str) -> list[Any] | None:
-        if path in CHOICES:
-            return CHOICES[path]
-        if path.startswith("model.") and self.model_name in MODEL_CHOICES:
-            return MODEL_CHOICES[self.model_name].get(path[len("model."):])
-        return None
 
     def unknown(self, path: str, value: Any) -> None:
         while isinstance(value, Mapping) and len(value) == 1:  # name the leaf set by a.b.c=v
             key, value = next(iter(value.items()))
             path = f"{path}.{key}"
         msg = f"unknown config key {path!r}"
-        hint = _suggest(path, self.valid)
+        hint = _suggest(path, self.valid, self.aliases)
         if hint is not None:
             msg += f" — did you mean {hint!r}?"
         top, _, rest = path.partition(".")
         if top == "model" and rest:
             leaf = rest.partition(".")[0]
-            owners = [n for n, d in MODEL_DEFAULTS.items() if leaf in d and n != self.model_name]
+            owners = [n for n, keys in MODEL_KEYS.items() if leaf in keys and n != self.model_name]
             if owners:
                 msg += f" (model {self.model_name!r} has no such key; it belongs to model(s) {owners})"
         self.errors.append(msg)
 
     def bad_type(self, path: str, proto: Any, value: Any) -> None:
         self.errors.append(
-            f"config key {path!r} expects {_type_name(proto)}, "
+            f"config key {path!r} expects {type_name(proto)}, "
             f"got {value!r} ({type(value).__name__})"
         )
 
-    def check(self, value: Any, default: Any, path: str) -> Any:
+    def check(self, value: Any, node: Key | Section, path: str) -> Any:
         """The validated (coerced, defaults-filled) form of ``value``."""
-        if path in FREE_FORM:
-            return self.free_form(value, default, path)
-        if isinstance(default, dict):
-            return self.section(value, default, path)
-        proto = default
-        if default is None:
-            if value is None or path not in NULLABLE_TYPES:
-                return copy.deepcopy(value)
-            proto = NULLABLE_TYPES[path]
-        out = _coerce(value, proto)
+        if isinstance(node, Section):
+            return self.section(value, node, path)
+        if node.free_form:
+            return self.free_form(value, node, path)
+        if node.default is None and (value is None or node.proto is None):
+            return copy.deepcopy(value)
+        out = _coerce(value, node.type_proto)
         if out is _BAD:
-            self.bad_type(path, proto, value)
+            self.bad_type(path, node.type_proto, value)
             return value
-        if path in PATH_KEYS and isinstance(out, str):
+        if node.path and isinstance(out, str):
             out = os.path.expanduser(out)
         self.finite(path, out)
-        allowed = self.choices(path)
-        if allowed is not None and out not in allowed:
+        if node.choices is not None and out not in node.choices:
+            allowed = list(node.choices)
             msg = f"config key {path!r} must be one of {allowed}, got {out!r}"
             close = difflib.get_close_matches(str(out), [str(a) for a in allowed], n=1)
             if close:
                 msg += f" — did you mean {close[0]!r}?"
             self.errors.append(msg)
-        if path in BOUNDS:
-            self.bounds(path, out)
+        if node.bounds is not None and out_of_bounds(out, node.bounds):
+            low, high = node.bounds
+            lo = "-inf" if low is None else low
+            hi = "inf" if high is None else high
+            self.errors.append(f"config key {path!r} must lie in [{lo}, {hi}], got {out!r}")
         return out
-
-    def bounds(self, path: str, value: Any) -> None:
-        low, high = BOUNDS[path]
-        items = value if isinstance(value, list) else [value]
-        for x in items:
-            if isinstance(x, (int, float)) and (
-                (low is not None and x < low) or (high is not None and x > high)
-            ):
-                lo = "-inf" if low is None else low
-                hi = "inf" if high is None else high
-                self.errors.append(f"config key {path!r} must lie in [{lo}, {hi}], got {value!r}")
-                return
 
     def finite(self, path: str, value: Any) -> None:
         """NaN and ±inf pass every range check (comparisons with NaN are False): reject them here."""
@@ -611,23 +409,22 @@ class _Validator:
         if any(isinstance(x, float) and not math.isfinite(x) for x in items):
             self.errors.append(f"config key {path!r} must be a finite number, got {value!r}")
 
-    def free_form(self, value: Any, default: Any, path: str) -> Any:
-        if value is None and default is None:
+    def free_form(self, value: Any, node: Key, path: str) -> Any:
+        if value is None and node.default is None:
             return None
         if not isinstance(value, Mapping):
             self.bad_type(path, {}, value)
             return value
         out = copy.deepcopy(dict(value))
-        allowed = FREE_FORM_KEYS.get(path)
+        allowed = node.entry_keys
         for key in out if allowed is not None else ():
             if key not in allowed:
                 msg = f"unknown config key '{path}.{key}'"
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 msg += f" — did you mean '{path}.{close[0]}'?" if close else f"; {path} takes {list(allowed)}"
                 self.errors.append(msg)
-        entry_type = FREE_FORM[path]
-        if entry_type is not None:
-            proto = entry_type()
+        if node.entry_type is not None:
+            proto = node.entry_type()
             for key, sub in out.items():
                 fixed = _coerce(sub, proto)
                 if fixed is _BAD:
@@ -637,18 +434,16 @@ class _Validator:
                     self.finite(f"{path}.{key}", fixed)
         return out
 
-    def section(self, value: Any, default: dict[str, Any], path: str) -> Any:
+    def section(self, value: Any, node: Section, path: str) -> Any:
         if not isinstance(value, Mapping):
             self.bad_type(path or "<config>", {}, value)
             return value
         out: dict[str, Any] = {}
-        for key, sub_default in default.items():
+        for key, sub_node in node.keys.items():
             sub = f"{path}.{key}" if path else key
-            out[key] = self.check(value[key], sub_default, sub) if key in value else copy.deepcopy(
-                sub_default
-            )
+            out[key] = self.check(value[key], sub_node, sub) if key in value else defaults(sub_node)
         for key, sub_value in value.items():
-            if key in default:
+            if key in node.keys:
                 continue
             sub = f"{path}.{key}" if path else str(key)
             if path in self.lenient:
@@ -659,13 +454,21 @@ class _Validator:
 
 
 def _unknown_model_message(name: str) -> str:
-    names = list(MODEL_DEFAULTS)
+    names = list(MODEL_KEYS)
     ordered = difflib.get_close_matches(name, names, n=len(names), cutoff=0.0) if names else []
     ordered += [n for n in names if n not in ordered]
     msg = f"unknown model {name!r} (config key 'model.name'); registered models: {ordered}"
     if _MODELS_IMPORT_ERROR is not None:
         msg += f" [importing mtl_final.models failed: {_MODELS_IMPORT_ERROR!r}]"
     return msg
+
+
+def _run_spec(model_name: str) -> Section:
+    """SPEC with the ``model`` section holding the common keys and then model ``model_name``'s own."""
+    common = SPEC.keys["model"]
+    assert isinstance(common, Section)
+    model = Section(common.doc, {**common.keys, **MODEL_KEYS[model_name]})
+    return Section(SPEC.doc, {**SPEC.keys, "model": model})
 
 
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -675,21 +478,21 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"a config must be a mapping, got {type(cfg).__name__}")
-    schema = copy.deepcopy(DEFAULTS)
+    spec = SPEC
     model = cfg.get("model", {})
     name = model.get("name", DEFAULTS["model"]["name"]) if isinstance(model, Mapping) else None
     lenient: set[str] = set()
     errors: list[str] = []
     model_name: str | None = None
-    if isinstance(name, str) and name in MODEL_DEFAULTS:
+    if isinstance(name, str) and name in MODEL_KEYS:
         model_name = name
-        schema["model"].update(copy.deepcopy(MODEL_DEFAULTS[name]))
+        spec = _run_spec(name)
     else:
         lenient.add("model")  # the model's own keys are unknown: do not report them
         if isinstance(name, str):
             errors.append(_unknown_model_message(name))
-    validator = _Validator(schema, model_name, lenient)
-    out = validator.check(cfg, schema, "")
+    validator = _Validator(spec, model_name, lenient)
+    out = validator.check(cfg, spec, "")
     errors.extend(validator.errors)
     if errors:
         if len(errors) == 1:

@@ -29,11 +29,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mtl_final.config_spec import allowed
 from mtl_final.nn.cross_rank_batchnorm import convert_batchnorm
 
 T = TypeVar("T")
 
-BACKENDS = ("auto", "gloo", "nccl")
+BACKENDS = allowed("distributed.backend")
 _LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 
 from mtl_final import config as C
+from mtl_final import config_reference
 from mtl_final.config import ConfigError, config_hash, dump_config, get, load_config
+from mtl_final.config_spec import SPEC, Key, Section, alias_paths, allowed, defaults, leaves, lookup
 
 
 @pytest.fixture(autouse=True)
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Isolate the model registry from the real models package and register fake models."""
-    monkeypatch.setattr(C, "MODEL_DEFAULTS", {})
-    monkeypatch.setattr(C, "MODEL_CHOICES", {})
+    monkeypatch.setattr(C, "MODEL_KEYS", {})
     monkeypatch.setattr(C, "_ensure_models_registered", lambda: None)
-    C.register_model_defaults("mlp", {})
-    C.register_model_defaults(
-        "mmoe", {"num_experts": 4, "gate_units": [], "gate": "softmax"}, choices={"gate": ["softmax", "sigmoid"]}
-    )
-    C.register_model_defaults("ple", {"num_layers": 2, "num_shared_experts": 1, "scale": 0.5})
+    C.register_model_keys("mlp", {})
+    C.register_model_keys("mmoe", {
+        "num_experts": Key(4, "experts"),
+        "gate_units": Key([], "gate widths"),
+        "gate": Key("softmax", "gate", choices=["softmax", "sigmoid"]),
+    })
+    C.register_model_keys("ple", {
+        "num_layers": Key(2, "levels"), "num_shared_experts": Key(1, "shared experts"), "scale": Key(0.5, "scale"),
+    })
 
 
 def write(path: Path, text: str) -> Path:
@@ -120,6 +126,34 @@ def test_unknown_key_in_override_names_key_and_suggestion() -> None:
     assert "'train.lr_rate'" in str(err.value) and "did you mean 'train.lr'" in str(err.value)
 
 
+@pytest.mark.parametrize(("key", "suggestion"), [
+    ("train.lerning_rate", "train.lr"),  # a misspelt alias
+    ("train.learning_rate", "train.lr"),
+    ("learning_rate", "train.lr"),
+    ("train.num_epochs", "train.epochs"),
+    ("train.n_epochs", "train.epochs"),
+    ("train.max_epochs", "train.epochs"),
+    ("model.embed_dim", "model.embedding_dim"),
+    ("model.embedding_size", "model.embedding_dim"),
+    ("train.early_stop_patience", "train.patience"),
+    ("model.hidden_units", "block.hidden_units"),
+    ("model.dnn_hidden_units", "block.hidden_units"),
+    ("block.dropout_rate", "block.dropout"),
+    ("tower.dropout_rate", "tower.dropout"),
+    ("model.net_dropout", "block.dropout"),
+    ("train.batch", "train.batch_size"),
+    ("train.max_grad_norm", "train.grad_clip_norm"),
+])
+def test_other_libraries_names_suggest_the_key(key: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^unknown config key '{re.escape(key)}' — did you mean '{re.escape(suggestion)}'\?$"):
+        load_config(None, [f"{key}=1"])
+
+
+def test_an_alias_that_a_model_declares_as_its_own_key_is_that_key() -> None:
+    C.register_model_keys("wide", {"hidden_units": Key([8], "widths")})
+    assert load_config(None, ["model=wide", "model.hidden_units=[4]"])["model"]["hidden_units"] == [4]
+
+
 def test_unknown_key_in_yaml_names_key_and_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path / "c.yaml", "block:\n  hiden_units: [1]\n")
     with pytest.raises(ConfigError) as err:
@@ -217,7 +251,7 @@ def test_simulator_keys_are_checked_with_a_suggestion() -> None:
     import inspect
     takes = [*inspect.signature(ensure_simulated).parameters][1:3] + [
         name for name in inspect.signature(simulate_funnel).parameters if name in ("splits", "format", "chunk_rows")]
-    assert sorted(C.FREE_FORM_KEYS["data.simulator"]) == sorted(takes)
+    assert sorted(lookup("data.simulator").entry_keys) == sorted(takes)
 
 
 # ----------------------------------------------------------------------------- model defaults
@@ -258,7 +292,9 @@ def test_unknown_model_name_lists_registered_closest_first() -> None:
 
 def test_register_rejects_common_keys() -> None:
     with pytest.raises(ConfigError, match="embedding_dim"):
-        C.register_model_defaults("bad", {"embedding_dim": 4})
+        C.register_model_keys("bad", {"embedding_dim": Key(4, "embedding size")})
+    with pytest.raises(ConfigError, match="config_spec.Key"):
+        C.register_model_keys("bad", {"width": 4})  # a key needs its declaration (doc, allowed values)
 
 
 # ----------------------------------------------------------------------------- files
@@ -348,3 +384,62 @@ def test_a_key_given_twice_in_a_yaml_file_is_rejected_with_both_lines(tmp_path: 
         load_config(path)
     # the same key in two different sections is not a duplicate
     assert load_config(write(tmp_path / "ok.yaml", "train:\n  lr: 1e-3\nblock:\n  dropout: 0.1\n"))["train"]["lr"] == 1e-3
+
+
+# ----------------------------------------------------------------------------- the spec and its reference
+
+
+def test_defaults_are_the_spec_defaults_and_every_alias_is_free() -> None:
+    assert C.DEFAULTS == defaults(SPEC) and list(C.DEFAULTS) == list(SPEC.keys)
+    valid = {path for path, _ in leaves(SPEC)}
+    assert not valid & set(alias_paths(SPEC)), "an alias must not be a key itself"
+    assert set(alias_paths(SPEC).values()) <= valid
+
+
+def test_every_doc_is_one_short_line() -> None:
+    from mtl_final.models import MODELS
+
+    sections = [SPEC, *(Section(name, cls.KEYS) for name, cls in MODELS.items())]
+    docs = [key.doc for section in sections for _, key in leaves(section)]
+    assert all(0 < len(doc) <= 150 and "\n" not in doc for doc in docs), [d for d in docs if len(d) > 150]
+    with pytest.raises(ConfigError, match="one-line doc"):
+        Key(1, "")
+    with pytest.raises(ConfigError, match="not in its choices"):
+        Key("c", "a choice", choices=("a", "b"))
+
+
+def test_the_spec_choices_are_what_the_code_implements() -> None:
+    import torch
+
+    from mtl_final.nn.activations import ACTIVATIONS
+    from mtl_final.nn.blocks import build_block
+    from mtl_final.train.trainer import build_optimizer
+
+    assert set(allowed("block.activation")) == set(ACTIVATIONS)
+    for kind in allowed("block.kind"):
+        assert build_block(kind, 4, hidden_units=[2]).output_dim == 2
+    model = torch.nn.Linear(2, 1)
+    for name in allowed("train.optimizer"):
+        assert isinstance(build_optimizer(model, {"optimizer": name, "lr": 0.1, "weight_decay": 0.0}),
+                          torch.optim.Optimizer)
+    with pytest.raises(ValueError, match="choose adam, adamw or sgd"):
+        build_optimizer(model, {"optimizer": "rmsprop", "lr": 0.1, "weight_decay": 0.0})
+
+
+def test_config_reference_is_current() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert config_reference.stale(doc) is None, "run: python -m mtl_final.config_reference --write docs/config.md"
+
+
+def test_config_reference_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.md"
+    assert config_reference.main(["--check", str(path)]) == 1
+    assert config_reference.main(["--write", str(path)]) == 0
+    assert config_reference.main(["--check", str(path)]) == 0
+    text = path.read_text(encoding="utf-8")
+    assert "| `train.lr` | `0.001` | float (or int) | ≥ 0.0 | learning rate |" in text
+    assert "### `model.name: mmoe`" in text and "| `model.num_experts` | `4` |" in text  # the real models
+    path.write_text(text.replace("learning rate", "step size"), encoding="utf-8")
+    capsys.readouterr()
+    assert config_reference.main(["--check", str(path)]) == 1
+    assert "is out of date" in capsys.readouterr().err

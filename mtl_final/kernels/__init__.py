@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from mtl_final.config_spec import allowed
 from mtl_final.cpuinfo import cpu_info
 
-KERNEL_MODES = ("native", "torch")
+KERNEL_MODES = allowed("train.kernels")
 _SOURCE = Path(__file__).with_name("cpu_kernels.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 if platform.machine().lower() in ("x86_64", "amd64"):

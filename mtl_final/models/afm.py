@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -18,7 +19,10 @@ class AFM(RankingModel):
     the attention weights a_ij while training). Shapes: embeddings [batch, F, D] → logit [batch].
     """
 
-    DEFAULTS = {"attention_dim": 10, "attention_dropout": 0.0}
+    KEYS = {
+        "attention_dim": Key(10, "A: hidden size of the attention net", bounds=(1, None)),
+        "attention_dropout": Key(0.0, "dropout on the attention weights a_ij while training", bounds=(0.0, 1.0)),
+    }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

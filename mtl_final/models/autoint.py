@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -20,20 +21,18 @@ class AutoInt(RankingModel):
     [batch, F·H·d'] → Linear → logit. use_deep: + Linear(block(flattened embeddings)) (AutoInt+),
     block from cfg.block ('final' gives AutoInt+FINAL)."""
 
-    DEFAULTS = {
-        "attention_layers": 3,
-        "num_heads": 2,
-        "attention_dim": 40,  # per head
-        "use_residual": True,
-        "use_scale": False,  # the paper's attention is unscaled
-        "use_deep": False,
+    KEYS = {
+        "attention_layers": Key(3, "stacked self-attention layers", bounds=(1, None)),
+        "num_heads": Key(2, "attention heads per layer", bounds=(1, None)),
+        "attention_dim": Key(40, "width of each head", bounds=(1, None)),
+        "use_residual": Key(True, "residual projection around each attention layer"),
+        "use_scale": Key(False, "scale attention scores by 1/√d (the paper's attention is unscaled)"),
+        "use_deep": Key(False, "add a deep block's logit (AutoInt+); the block from the block section"),
     }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         m = cfg["model"]
-        if m["attention_layers"] < 1:
-            raise ValueError(f"model.attention_layers must be >= 1, got {m['attention_layers']}")
         layers, dim = [], self.embedding_dim
         for _ in range(m["attention_layers"]):
             layer = MultiHeadSelfAttention(

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl_final.config_spec import Key, Section
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.nn.embedding import FeatureEmbedding
 
@@ -32,10 +33,11 @@ class RankingModel(nn.Module):
     """Base of every model. Subclasses build their layers in __init__ and implement `compute_logits`.
 
     Config keys read here: model.embedding_dim, model.embedding_regularizer,
-    model.net_regularizer, model.task_weights. `DEFAULTS` holds a subclass's own model.* keys.
+    model.net_regularizer, model.task_weights. `KEYS` declares a subclass's own model.* keys
+    (name → config_spec.Key, or a Section of them).
     """
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    KEYS: ClassVar[dict[str, Key | Section]] = {}
     MULTI_TASK: ClassVar[bool] = False
 
     def __init__(self, features: FeatureSpec, tasks: Sequence[Any], cfg: Mapping[str, Any]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -18,7 +19,7 @@ class CIN(RankingModel):
     Keys: cin_hidden_units (H_1..H_K, one CIN layer each). Shapes: [batch, F, D] → [batch].
     """
 
-    DEFAULTS = {"cin_hidden_units": [16, 16, 16]}
+    KEYS = {"cin_hidden_units": Key([16, 16, 16], "H_1..H_K: feature maps of each CIN layer", bounds=(1, None))}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.cross import CrossNet
 from mtl_final.nn.logit_head import LogitHead
+
+CROSS_LAYERS = Key(3, "cross layers", bounds=(1, None))  # the key of every CrossNet-based model
 
 
 @register_model("crossnet")
@@ -15,7 +18,7 @@ class CrossNetModel(RankingModel):
     """x_0 = flattened field embeddings [batch, F·D] → CrossNet (num_cross_layers layers of
     x_{l+1} = x_0 (x_lᵀ w_l) + b_l + x_l) → Linear(F·D, 1) → logit."""
 
-    DEFAULTS = {"num_cross_layers": 3}
+    KEYS = {"num_cross_layers": CROSS_LAYERS}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

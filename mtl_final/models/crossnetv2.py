@@ -5,6 +5,7 @@ import torch
 
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
+from mtl_final.models.crossnet import CROSS_LAYERS
 from mtl_final.models.registry import register_model
 from mtl_final.nn.cross import CrossNetV2
 from mtl_final.nn.logit_head import LogitHead
@@ -15,7 +16,7 @@ class CrossNetV2Model(RankingModel):
     """x_0 = flattened field embeddings [batch, F·D] → CrossNetV2 (num_cross_layers layers of
     x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l) → Linear(F·D, 1) → logit."""
 
-    DEFAULTS = {"num_cross_layers": 3}
+    KEYS = {"num_cross_layers": CROSS_LAYERS}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

@@ -5,6 +5,7 @@ import torch
 
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
+from mtl_final.models.crossnet import CROSS_LAYERS
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.cross import CrossNet
@@ -16,7 +17,7 @@ class DCN(RankingModel):
     """x_0 = flattened field embeddings [batch, F·D];
     logit = Linear([CrossNet(x_0) ‖ block(x_0)]), block from cfg.block ('final' gives DCN+FINAL)."""
 
-    DEFAULTS = {"num_cross_layers": 3}
+    KEYS = {"num_cross_layers": CROSS_LAYERS}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

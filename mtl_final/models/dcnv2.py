@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from mtl_final.config import register_model_defaults
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
+from mtl_final.models.crossnet import CROSS_LAYERS
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
 from mtl_final.nn.cross import CrossNetV2
 from mtl_final.nn.logit_head import LogitHead
-
-STRUCTURES = ("parallel", "stacked")
 
 
 @register_model("dcnv2")
@@ -21,13 +20,15 @@ class DCNv2(RankingModel):
     stacked:  logit = Linear(block(CrossNetV2(x_0))).
     block from cfg.block ('final' gives DCNv2+FINAL). No low-rank / mixture-of-experts cross."""
 
-    DEFAULTS = {"num_cross_layers": 3, "structure": "parallel"}
+    KEYS = {
+        "num_cross_layers": CROSS_LAYERS,
+        "structure": Key("parallel", "parallel: Linear([cross ‖ block]); stacked: Linear(block(cross))",
+                         choices=("parallel", "stacked")),
+    }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         m = cfg["model"]
-        if m["structure"] not in STRUCTURES:
-            raise ValueError(f"model.structure must be one of {list(STRUCTURES)}, got {m['structure']!r}")
         self.stacked = m["structure"] == "stacked"
         flat_dim = features.num_fields * self.embedding_dim
         self.cross = CrossNetV2(flat_dim, m["num_cross_layers"])
@@ -42,7 +43,3 @@ class DCNv2(RankingModel):
         else:
             hidden = torch.cat([self.cross(x0), self.block(x0)], dim=-1)
         return {self.task_names[0]: self.head(hidden).squeeze(-1)}, {}
-
-
-# Register again with the allowed values so that config validation rejects a bad structure.
-register_model_defaults("dcnv2", DCNv2.DEFAULTS, choices={"structure": list(STRUCTURES)})

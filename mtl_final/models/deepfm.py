@@ -19,7 +19,6 @@ class DeepFM(RankingModel):
     Table 2 "DeepFM+FINAL". Output: logit [batch].
     """
 
-    DEFAULTS: dict = {}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

@@ -48,7 +48,6 @@ class ESMM(RankingModel):
     """
 
     MULTI_TASK = True
-    DEFAULTS: dict = {}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from mtl_final.config_spec import Key, Section
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -19,18 +20,19 @@ class FINAL(RankingModel):
     Linear(·, 1). 2B: logit = (logit_1 + logit_2) / 2. kd: adds BCE(σ(logit_k), stop_grad(ŷ)) per block.
     """
 
-    DEFAULTS = {
-        "num_blocks": 1,
-        "kd": False,
-        "field_gate": False,
-        "block2": {"hidden_units": [400], "dropout": 0.1},
+    KEYS = {
+        "num_blocks": Key(1, "1 block (1B), or 2 (2B: the two logits averaged)", bounds=(1, 2)),
+        "kd": Key(False, "with num_blocks=2: self-distillation of each block toward the averaged prediction"),
+        "field_gate": Key(False, "a FieldGate in front of block 1"),
+        "block2": Section("block 2: the block section with its own widths and dropout", {
+            "hidden_units": Key([400], "block 2's layer widths", bounds=(1, None)),
+            "dropout": Key(0.1, "block 2's dropout", bounds=(0.0, 1.0)),
+        }),
     }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         m = cfg["model"]
-        if m["num_blocks"] not in (1, 2):
-            raise ValueError(f"model.num_blocks must be 1 or 2, got {m['num_blocks']}")
         if m["kd"] and m["num_blocks"] != 2:
             raise ValueError("model.kd=true needs model.num_blocks=2 (the two blocks teach each other)")
         self.kd = bool(m["kd"])

@@ -13,7 +13,6 @@ from mtl_final.nn.fm import FMInteraction, LogisticRegression
 class FM(RankingModel):
     """logit = LR(x) + ½ Σ_d[(Σ_f e_fd)² − Σ_f e_fd²], e = field embeddings [batch, F, D] → [batch]."""
 
-    DEFAULTS: dict = {}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

@@ -20,7 +20,6 @@ class LR(RankingModel):
     model.embedding_regularizer acts on these weights). Batch → logit [batch].
     """
 
-    DEFAULTS: dict = {}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)

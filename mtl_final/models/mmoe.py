@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -28,13 +29,11 @@ class MMoE(RankingModel):
     """
 
     MULTI_TASK = True
-    DEFAULTS = {"num_experts": 4}
+    KEYS = {"num_experts": Key(4, "experts, mixed by one gate per task", bounds=(1, None))}
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         num_experts = int(cfg["model"]["num_experts"])
-        if num_experts < 1:
-            raise ValueError(f"model.num_experts must be >= 1, got {num_experts}")
         in_dim = features.num_fields * self.embedding_dim
         self.experts = nn.ModuleList(build_block_from_config(cfg["expert"], in_dim, "expert") for _ in range(num_experts))
         expert_dim = self.experts[0].output_dim

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -91,15 +92,18 @@ class PLE(RankingModel):
     """
 
     MULTI_TASK = True
-    DEFAULTS = {"num_levels": 2, "num_shared_experts": 2, "num_task_experts": 2}
+    KEYS = {
+        "num_levels": Key(2, "extraction levels (CGC layers)", bounds=(1, None)),
+        "num_shared_experts": Key(2, "shared experts per level", bounds=(0, None)),
+        "num_task_experts": Key(2, "experts of each task per level (not both 0 with num_shared_experts)",
+                                bounds=(0, None)),
+    }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         m = cfg["model"]
         num_levels, n_shared, n_task = int(m["num_levels"]), int(m["num_shared_experts"]), int(m["num_task_experts"])
-        if num_levels < 1:
-            raise ValueError(f"model.num_levels must be >= 1, got {num_levels}")
-        if n_shared < 0 or n_task < 0 or n_shared + n_task < 1:
+        if n_shared + n_task < 1:
             raise ValueError(
                 "model.num_shared_experts and model.num_task_experts must be >= 0 and not both 0, "
                 f"got {n_shared} and {n_task}"

@@ -11,15 +11,15 @@ T = TypeVar("T", bound=type[RankingModel])
 
 
 def register_model(name: str) -> Callable[[T], T]:
-    """Class decorator: make a model available as `model.name: <name>` with its DEFAULTS."""
+    """Class decorator: make a model available as `model.name: <name>` with its own config `KEYS`."""
 
     def wrap(cls: T) -> T:
-        from mtl_final.config import register_model_defaults
+        from mtl_final.config import register_model_keys
 
         if name in MODELS:
             raise ValueError(f"model name {name!r} registered twice")
         MODELS[name] = cls
-        register_model_defaults(name, cls.DEFAULTS)
+        register_model_keys(name, cls.KEYS)
         return cls
 
     return wrap

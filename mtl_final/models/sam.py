@@ -5,14 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtl_final.config import register_model_defaults
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.logit_head import LogitHead
 from mtl_final.nn.self_attention import SAM_INTERACTIONS, SAMInteraction
-
-AGGREGATIONS = ("concat", "weighted_pooling", "mean_pooling", "sum_pooling")
 
 
 @register_model("sam")
@@ -22,19 +20,19 @@ class SAM(RankingModel):
     aggregation → Linear → logit. Aggregations: concat [B, P·D]; weighted_pooling Σ_p a_p o_p with
     learned a_p (init 1); mean_pooling / sum_pooling over the P vectors → [B, D]."""
 
-    DEFAULTS = {
-        "interaction_type": "SAM3A",
-        "aggregation": "concat",
-        "num_interaction_layers": 3,
-        "use_residual": True,
-        "dropout": 0.0,
+    KEYS = {
+        "interaction_type": Key("SAM3A", "SAM2A/SAM2E over field pairs, SAM3A/SAM3E over fields",
+                                choices=SAM_INTERACTIONS),
+        "aggregation": Key("concat", "how the P output vectors become one",
+                           choices=("concat", "weighted_pooling", "mean_pooling", "sum_pooling")),
+        "num_interaction_layers": Key(3, "SAM3A/SAM3E: stacked interaction layers", bounds=(1, None)),
+        "use_residual": Key(True, "residual connection in each interaction layer"),
+        "dropout": Key(0.0, "dropout in the interaction layers", bounds=(0.0, 1.0)),
     }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         m = cfg["model"]
-        if m["aggregation"] not in AGGREGATIONS:
-            raise ValueError(f"model.aggregation must be one of {list(AGGREGATIONS)}, got {m['aggregation']!r}")
         self.interaction = SAMInteraction(
             features.num_fields,
             self.embedding_dim,
@@ -59,11 +57,3 @@ class SAM(RankingModel):
         else:
             pooled = out.sum(1)
         return {self.task_names[0]: self.head(pooled).squeeze(-1)}, {}
-
-
-# Register again with the allowed values so that config validation rejects bad choices.
-register_model_defaults(
-    "sam",
-    SAM.DEFAULTS,
-    choices={"interaction_type": list(SAM_INTERACTIONS), "aggregation": list(AGGREGATIONS)},
-)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_final.config_spec import Key
 from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
@@ -32,13 +33,14 @@ class SharedBottom(RankingModel):
     """
 
     MULTI_TASK = True
-    DEFAULTS = {"shared_units": []}
+    KEYS = {
+        "shared_units": Key([], "widths of the block shared by all tasks, built like the towers ([] = none)",
+                            proto=[1], bounds=(1, None)),
+    }
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
         shared_units = list(cfg["model"]["shared_units"])
-        if not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in shared_units):
-            raise ValueError(f"model.shared_units must be a list of positive ints, got {shared_units!r}")
         in_dim = features.num_fields * self.embedding_dim
         self.shared = None
         if shared_units:

@@ -5,10 +5,11 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from mtl_final.config_spec import allowed
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
 
-BLOCK_KINDS = ("mlp", "final")
+BLOCK_KINDS = allowed("block.kind")
 _FINAL_ONLY = ("num_steps", "aggregation", "sigma")
 _IGNORED = ("kind", "dual", "kd")
 

@@ -21,9 +21,10 @@ from typing import Iterator
 
 import torch
 
+from mtl_final.config_spec import allowed
 from mtl_final.cpuinfo import cpu_info
 
-CHOICES = ("auto", "blas", "onednn")
+CHOICES = allowed("train.cpu_matmul")
 _backend: str | None = None  # resolved from "auto" on first use, unless use_cpu_matmul chose
 
 

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from mtl_final import kernels
+from mtl_final.config_spec import allowed
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.kernels import ptr
 
 EMBEDDING_INIT_STD = 1e-4
-NUMERIC_INITS = ("embedding", "xavier")
+NUMERIC_INITS = allowed("model.numeric_init")
 
 
 def out_of_vocabulary(field: str, value: int, row: int, size: int) -> IndexError:

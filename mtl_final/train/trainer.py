@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from mtl_final import distributed, kernels
+from mtl_final.config_spec import allowed
 from mtl_final.data.batches import BatchLoader
 from mtl_final.data.store import TensorSplit
 from mtl_final.models.base import RankingModel
@@ -62,7 +63,8 @@ def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.opt
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, foreach=True)
-    raise ValueError(f"unknown train.optimizer {name!r}; choose adam, adamw or sgd")
+    *first, last = allowed("train.optimizer")
+    raise ValueError(f"unknown train.optimizer {name!r}; choose {', '.join(first)} or {last}")
 
 
 def _cpu_has_native_bf16() -> bool:

@@ -20,7 +20,7 @@ from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
-from mtl_final.train.checkpoint import atomic_file, load_checkpoint
+from mtl_final.train.checkpoint import CheckpointError, atomic_file, check_weights_fit, load_checkpoint
 from mtl_final.train.metrics import auc, logloss
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
@@ -137,6 +137,9 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     if resume:
         last = load_checkpoint(run_dir / "last.pt", device)
         best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
+        for name, state in (("last.pt", last), ("best.pt", best)):
+            if state is not None:
+                check_weights_fit(model, state, run_dir / name)
         trainer.restore(last, best)
         log(f"resumed {run_dir} at step {trainer.global_step} (epoch {last['epoch']}, "
             f"{len(trainer.history)} evaluations done)")
@@ -192,7 +195,10 @@ def can_resume(run_dir: str | Path, cfg: Mapping[str, Any]) -> bool:
             return False
     except ConfigError:
         return False
-    return load_checkpoint(run_dir / "last.pt").get("format") == CHECKPOINT_FORMAT
+    try:
+        return load_checkpoint(run_dir / "last.pt").get("format") == CHECKPOINT_FORMAT
+    except CheckpointError:  # truncated or corrupt: the run cannot go on
+        return False
 
 
 def _check_same_encoders(fitted: dict[str, Any], saved: Path) -> None:

@@ -22,6 +22,7 @@ from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.train.checkpoint import CheckpointError, atomic_file, check_weights_fit, load_checkpoint
 from mtl_final.train.metrics import auc, logloss
+from mtl_final.train.run_dir import claim_run_dir, releases_run_dir
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
@@ -83,6 +84,7 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
     return Path(base) / f"{stamp}-{cfg['model']['name']}-{config_hash(cfg)[:8]}"
 
 
+@releases_run_dir
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate one configuration; writes config.yaml, schema.yaml (a copy of the dataset
@@ -93,7 +95,8 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     in the returned dict and null in metrics.json. `epochs_run` counts the epochs training entered
     (one stopped mid-epoch counts); `best_epoch` is the epoch of the best evaluation (0: none).
 
-    resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
+    resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`). Else run_dir
+    must be new, empty or hold no run files; a run in progress in it (its lock file) is refused either way."""
     t = cfg["train"]
     configure_cpu(t["num_threads"])
     device = resolve_device(t["device"])
@@ -103,6 +106,8 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         log = _silent
     seed_everything(int(cfg["seed"]))
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
+    # one run per folder, released when this call ends (releases_run_dir); rank 0 alone writes it
+    distributed.main_first(lambda: claim_run_dir(run_dir, resume, log) if dist.is_main else None, dist)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:

@@ -175,3 +175,73 @@ def test_a_parquet_list_column_is_a_data_error_naming_it(tmp_path: Path) -> None
         list(iter_chunks(path, ["c", "x"]))
     msg = str(err.value)
     assert "x.parquet" in msg and "column 'c'" in msg and "type list<element: int64>" in msg and "flatten" in msg
+
+
+# ----------------------------------------------------------------------------- 7. truncated or corrupt files
+def _numbered_rows(n: int) -> bytes:
+    return (HEADER + "\n" + "".join(f"{i % 2},v{i % 97},{i}\n" for i in range(n))).encode()
+
+
+def test_truncated_gzip_csv_names_the_file_and_the_line_reached(tmp_path: Path, monkeypatch) -> None:
+    import zlib
+
+    monkeypatch.setattr(reader_mod, "_MIN_BLOCK", 1 << 12)  # small windows: the cut is met after some rows
+    packed = gzip.compress(_numbered_rows(20_000))
+    path = write(tmp_path / "t.csv.gz", packed[: len(packed) // 2])
+    with pytest.raises(DataError) as err:
+        list(iter_chunks(path, ["click", "c"], chunk_rows=8))
+    readable = zlib.decompressobj(wbits=31).decompress(packed[: len(packed) // 2]).count(b"\n")
+    line = err.value.line
+    assert err.value.file == str(path) and line is not None and 2 < line <= readable + 1
+    assert_parts(str(err.value), f"file {path}, line {line}: ", "Truncated compressed stream",
+                 "truncated or corrupt", "Fix: re-download the file or compress it again")
+
+
+def test_gzip_csv_cut_in_its_header_or_corrupt(tmp_path: Path) -> None:
+    packed = gzip.compress(_numbered_rows(50))
+    path = write(tmp_path / "h.csv.gz", packed[:15])
+    assert_parts(chunk_error(path), f"file {path}, line 1: ", "truncated or corrupt", "re-download")
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_header(path)
+    bad = bytearray(packed)
+    bad[12:40] = b"\xff" * 28
+    path = write(tmp_path / "c.csv.gz", bytes(bad))
+    assert_parts(chunk_error(path), f"file {path}, line ", "zlib inflate failed", "truncated or corrupt")
+
+
+def test_truncated_gzip_train_split_names_it_through_the_store(tmp_path: Path) -> None:
+    packed = gzip.compress(_numbered_rows(2000))
+    schema = dataset(tmp_path / "data", "", "train.csv.gz")  # then cut the split short
+    write(tmp_path / "data" / "train.csv.gz", packed[:-40])
+    with pytest.raises(DataError) as err:
+        EncodedStore.build_or_load(schema, tmp_path / "data", tmp_path / "cache", log=None)
+    assert_parts(str(err.value), f"file {tmp_path / 'data' / 'train.csv.gz'}, line ", "truncated or corrupt")
+
+
+def _parquet(path: Path, n: int = 4000) -> bytes:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"click": [i % 2 for i in range(n)], "c": [f"v{i}" for i in range(n)]}), path,
+                   row_group_size=1000, compression="snappy")
+    return path.read_bytes()
+
+
+def test_truncated_parquet_names_the_file(tmp_path: Path) -> None:
+    data = _parquet(tmp_path / "whole.parquet")
+    path = write(tmp_path / "t.parquet", data[: len(data) // 2])
+    assert_parts(chunk_error(path), f"file {path}: cannot read it as Parquet", "Fix:", "complete Parquet file")
+
+
+def test_corrupt_parquet_data_names_the_file_and_the_rows(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    data = bytearray(_parquet(tmp_path / "whole.parquet"))
+    meta = pq.ParquetFile(tmp_path / "whole.parquet").metadata
+    col = meta.row_group(2).column(1)  # the third row group's "c": rows 2001-3000, lines 2002-3001
+    start = col.data_page_offset + 40
+    data[start:start + 200] = b"\x07" * 200
+    path = write(tmp_path / "c.parquet", bytes(data))
+    with pytest.raises(DataError) as err:
+        list(iter_chunks(path, ["click", "c"], chunk_rows=1000))
+    assert err.value.file == str(path) and err.value.line == 2002
+    assert_parts(str(err.value), "truncated or corrupt", "Fix: re-download the file or write it again")

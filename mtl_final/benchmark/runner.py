@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mtl_final.config import ConfigError, load_config
 from mtl_final.train.run import can_resume, run_experiment
+from mtl_final.train.run_dir import clear_run_dir
 
 # Paper order: Table 1 (baselines, then the FINAL variants), then Table 2's MLP and drop-ins.
 MODEL_IDS: tuple[str, ...] = (
@@ -339,7 +340,8 @@ def _run_cells(title: str, cells: Sequence[Cell], path: Path, layout: CsvLayout,
     """The cell loop of both modes: skip cells already in the CSV at ``path``, run the others in
     order (config <- seed, no progress bar, the cell's own overrides, then ``overrides``), append
     one row per finished cell; a failure is logged and collected, and the remaining cells still run.
-    A cell whose run directory holds an interrupted run of the same config continues it (last.pt)."""
+    A cell whose run directory holds an interrupted run of the same config continues it (last.pt); any
+    other run there is replaced."""
     done = {(layout.label(r), r["seed"]) for r in read_rows(path, log, layout)}
     summary = RunSummary()
     todo = [c for c in cells if (c.label, c.seed) not in done]
@@ -356,7 +358,10 @@ def _run_cells(title: str, cells: Sequence[Cell], path: Path, layout: CsvLayout,
             cfg = load_config(cell.config, [f"seed={cell.seed}", "train.progress=false", *cell.overrides,
                                             *overrides])
             run_dir = run_dir_of(runs_dir, title, cell.label, cell.seed)
-            metrics = run_experiment(cfg, run_dir=run_dir, log=log, resume=can_resume(run_dir, cfg))
+            resume = can_resume(run_dir, cfg)
+            if not resume:  # a finished run, another config's, or one that cannot go on: start over
+                clear_run_dir(run_dir, log)
+            metrics = run_experiment(cfg, run_dir=run_dir, log=log, resume=resume)
             row = make_row(cell, metrics)
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the benchmark
             log(f"FAILED {title} {cell.label} seed {cell.seed}: {type(exc).__name__}: {exc}\n"

@@ -45,6 +45,7 @@ _FIELD_RE = re.compile(_FIELD)
 _ROW_RE = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*+(\r\n|\n|\r)?")
 _CLOSED_RE = re.compile(rb'"(?>[^"]*+(?:""[^"]*+)*+)"')
 _LONE_CR_RE = re.compile(rb"\r(?!\n)")
+_COMPRESSED = (".gz", ".bz2", ".lz4", ".zst")  # what pa.input_stream(compression="detect") decompresses
 
 
 def detect_format(path: str | Path) -> Format:
@@ -77,6 +78,18 @@ def _utf8_error(path: Path, problem: str, line: int, column: str | None = None) 
                      fix="re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 old.csv > new.csv`).")
 
 
+def _unreadable(path: Path, err: OSError, line: int) -> DataError:
+    """The DataError of a file whose bytes stop decoding at or after ``line`` (cut short or damaged)."""
+    if detect_format(path) == "parquet":
+        what, fix = "it as Parquet", "re-download the file or write it again."
+    elif path.suffix.lower() in _COMPRESSED:
+        what, fix = "it", "re-download the file or compress it again (`gzip -t FILE` checks a .gz file)."
+    else:
+        what, fix = "it", "re-download or copy the file again."
+    return DataError(f"cannot read {what} ({err}) at or after this line: the file is truncated or corrupt.", file=path,
+                     line=line, fix=fix)
+
+
 def _first_line(path: Path) -> tuple[bytes, int]:
     """The first line of a CSV without its line end, and the byte offset of the next line.
 
@@ -97,7 +110,10 @@ def _first_line(path: Path) -> tuple[bytes, int]:
             if len(head) > _MAX_ROW_BYTES:
                 raise DataError(f"no line end in the first {_MAX_ROW_BYTES >> 20} MiB.", file=path, line=1,
                                 fix="check that the file is a CSV text file.")
-            block = stream.read(1 << 16)
+            try:
+                block = stream.read(1 << 16)
+            except OSError as e:  # a compressed file cut short or damaged
+                raise _unreadable(path, e, 1) from None
             eof = not block
             head += block
 
@@ -422,7 +438,7 @@ def _csv_parts(path: Path, header: list[str], columns: list[str], offset: int,
     line = 2
     windows = _windows(path, offset, block_size)
     try:
-        data, final = next(windows)
+        data, final = _next_window(windows, None, path, line)
         while True:
             cut = _blank_tail(data, len(data) if final else data.rfind(b"\n") + 1)
             quoted = data.find(b'"', 0, cut) != -1
@@ -463,9 +479,19 @@ def _csv_parts(path: Path, header: list[str], columns: list[str], offset: int,
                                     "runs on over the following lines.")
             if final:
                 return
-            data, final = windows.send(cut)
+            data, final = _next_window(windows, cut, path, line)
     finally:
         windows.close()
+
+
+def _next_window(windows: Generator[tuple[bytes, bool], int, None], used: int | None, path: Path,
+                 line: int) -> tuple[bytes, bool]:
+    """The next window of ``windows`` (sent ``used``, None for the first); a compressed file that stops
+    decoding is a DataError at ``line``, the first line not yet read."""
+    try:
+        return next(windows) if used is None else windows.send(used)
+    except OSError as e:
+        raise _unreadable(path, e, line) from None
 
 
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
@@ -523,7 +549,14 @@ def _rebatch(parts: Iterable[tuple[pa.Table, np.ndarray]], chunk_rows: int, colu
 
 def _parquet_parts(path: Path, columns: list[str], chunk_rows: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
     line = 2
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
+    batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except OSError as e:  # a damaged data page (the footer, read first, was whole)
+            raise _unreadable(path, e, line) from None
+        if batch is None:
+            return
         yield pa.Table.from_batches([_as_string_batch(batch, path)]), np.arange(line, line + batch.num_rows)
         line += batch.num_rows
 

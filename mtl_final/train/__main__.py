@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                "simulator and an ESMM model are used.",
     )
     parser.add_argument("--config", help="YAML run config (default: the bundled simulator ESMM job)")
-    parser.add_argument("--out", help="run directory (default: runs/<time>-<model>-<config hash>)")
+    parser.add_argument("--out", help="run directory, a new or empty folder "
+                                      "(default: runs/<time>-<model>-<config hash>)")
     parser.add_argument("--tasks", help="comma-separated tasks to train, e.g. ctr,cvr (same as tasks=[...])")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from RUN_DIR/last.pt, with the config it wrote")

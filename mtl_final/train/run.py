@@ -22,7 +22,8 @@ from mtl_final.data.simulator_metrics import entire_space_metrics
 from mtl_final.data.store import EncodedStore, TensorSplit
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
-from mtl_final.train.checkpoint import atomic_file, load_checkpoint
+from mtl_final.train.checkpoint import CheckpointError, atomic_file, check_weights_fit, load_checkpoint
+from mtl_final.train.run_dir import claim_run_dir, releases_run_dir
 from mtl_final.train.runtime import configure_cpu
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
@@ -84,6 +85,7 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
     return Path(base) / f"{stamp}-{cfg['model']['name']}-{config_hash(cfg)[:8]}"
 
 
+@releases_run_dir
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate one configuration; writes config.yaml, schema.yaml (a copy of the dataset
@@ -94,14 +96,15 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     in the returned dict and null in metrics.json. `epochs_run` counts the epochs training entered
     (one stopped mid-epoch counts); `best_epoch` is the epoch of the best evaluation (0: none).
 
-    resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`)."""
+    resume=True continues the interrupted run in run_dir from its last.pt (see `resume_run`). Else run_dir
+    must be new, empty or hold no run files; a run in progress in it (its lock file) is refused either way."""
     t = cfg["train"]
     configure_cpu(t["num_threads"])
     dist, device = _start_processes(t["device"], cfg["distributed"]["backend"])
     if not dist.is_main:
         log = _silent
     seed_everything(int(cfg["seed"]))
-    run_dir = _prepare_run_dir(cfg, run_dir, dist, resume)
+    run_dir = _prepare_run_dir(cfg, run_dir, dist, resume, log)
     schema, root, store, splits = _load_data(cfg, run_dir, dist, resume, log)
     model = _build_model(cfg, store, schema, dist)
     gauc_column = _gauc_column(t["gauc_field"], store)
@@ -123,9 +126,12 @@ def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistCo
 
 
 def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, dist: distributed.DistContext,
-                     resume: bool) -> Path:
-    """The run directory (the same on every rank), created by rank 0 with config.yaml for a new run."""
+                     resume: bool, log: Callable[[str], None]) -> Path:
+    """The run directory (the same on every rank), claimed and created by rank 0, with config.yaml for
+    a new run."""
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
+    # one run per folder, released when this call ends (releases_run_dir); rank 0 alone writes it
+    distributed.main_first(lambda: claim_run_dir(run_dir, resume, log) if dist.is_main else None, dist)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -179,6 +185,9 @@ def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callabl
     """Load the interrupted run's last.pt (and best.pt, when one was written) into `trainer`."""
     last = load_checkpoint(run_dir / "last.pt", device)
     best = load_checkpoint(run_dir / "best.pt", device) if (run_dir / "best.pt").exists() else None
+    for name, state in (("last.pt", last), ("best.pt", best)):
+        if state is not None:
+            check_weights_fit(trainer.model, state, run_dir / name)
     trainer.restore(last, best)
     log(f"resumed {run_dir} at step {trainer.global_step} (epoch {last['epoch']}, "
         f"{len(trainer.history)} evaluations done)")
@@ -244,7 +253,10 @@ def can_resume(run_dir: str | Path, cfg: Mapping[str, Any]) -> bool:
             return False
     except ConfigError:
         return False
-    return load_checkpoint(run_dir / "last.pt").get("format") == CHECKPOINT_FORMAT
+    try:
+        return load_checkpoint(run_dir / "last.pt").get("format") == CHECKPOINT_FORMAT
+    except CheckpointError:  # truncated or corrupt: the run cannot go on
+        return False
 
 
 def _check_same_encoders(fitted: dict[str, Any], saved: Path) -> None:

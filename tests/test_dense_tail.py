@@ -24,6 +24,7 @@ from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS
 from mtl_final.nn.dropout import ReLUDropout
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
+from mtl_final.train.runtime import configure_runtime
 from mtl_final.train.trainer import Trainer
 from tests.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 from tests.scripts import load_script
@@ -363,6 +364,7 @@ def test_every_model_trains_the_same_with_fused_kernels(name, block):
                        f"train.kernels={mode}", "train.optimizer=sgd", *SMALL.get(name, []))
         torch.manual_seed(0)
         model = build_model(cfg, tiny_features(), tasks(*names))
+        configure_runtime(cfg["train"], "cpu", lambda s: None)
         trainer = Trainer(model, cfg, log=lambda s: None)
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()

@@ -22,7 +22,7 @@ from mtl_final.data.store import EncodedStore
 from mtl_final.models import build_model
 from mtl_final.train.checkpoint import atomic_file, load_checkpoint
 from mtl_final.train.metrics import auc, logloss
-from mtl_final.train.runtime import configure_cpu
+from mtl_final.train.runtime import configure_cpu, configure_runtime
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
 SPLITS = ("train", "valid", "test")
@@ -133,6 +133,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
         if t["gauc_field"] not in names:
             raise ValueError(f"train.gauc_field={t['gauc_field']!r} is not a categorical field; choose one of {names}")
         gauc_column = names.index(t["gauc_field"])
+    configure_runtime(t, device, log)
     trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
     if resume:
         last = load_checkpoint(run_dir / "last.pt", device)

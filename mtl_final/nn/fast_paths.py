@@ -9,9 +9,11 @@ what `fast_forward(module, x)` returns instead, where it returns something:
   backward), without it the steps in place in the Linear's output. Same values; gradients up to
   float rounding.
 - DenseStack whose every width is a fusable (layer, BatchNorm1d, ReLU/ReLUDropout) triple: each width
-  as one fused op (`dense_tail`, nn/dense_tail.py) for a 2-D float32 CPU input, in training (at least two
-  rows) and in evaluation without autograd. Same mathematics; float sums in another order, and dropout
-  masks of its own. Not while a forward hook watches one of the stack's modules, whose calls it skips.
+  as one fused op (`dense_tail`, nn/dense_tail.py) for a 2-D float32 CPU input where the kernels may run
+  (`kernels.can_run`: train.kernels=native, no autocast, not under torch.export), in training (at least
+  two rows) and in evaluation without autograd. Same mathematics; float sums in another order, and
+  dropout masks of its own. Not while a forward hook watches one of the stack's modules, whose calls it
+  skips, nor while a BatchNorm or activation is in another train/eval mode than the stack.
 
 tests/test_nn_final.py and tests/test_dense_tail.py compare each with the plain forward.
 """

@@ -40,7 +40,7 @@ from mtl_final.cpuinfo import cpu_info
 from mtl_final.data.batches import BatchLoader
 from mtl_final.models import build_model
 from mtl_final.train.run import load_store, seed_everything
-from mtl_final.train.runtime import configure_cpu
+from mtl_final.train.runtime import configure_cpu, configure_runtime
 from mtl_final.train.trainer import Trainer
 
 
@@ -131,6 +131,7 @@ def main() -> None:
     train, valid = (store.split(s).to_tensors(labels) for s in ("train", "valid"))
     model = build_model(cfg, store.feature_spec, list(schema.tasks))
     distributed.seed_rank_streams(cfg["seed"], dist)
+    runtime = configure_runtime(cfg["train"], torch.device("cpu"), log=lambda s: None)
     trainer = Trainer(model, cfg, run_dir=None, log=lambda s: None, dist=dist)
     loader = BatchLoader(train, cfg["train"]["batch_size"], shuffle=True, seed=cfg["seed"],
                          shard=(dist.rank, dist.world_size))
@@ -174,7 +175,7 @@ def main() -> None:
         "threads": args.threads, "processes": dist.world_size, "precision": cfg["train"]["precision"],
         "matmul_precision": cfg["train"]["matmul_precision"],
         "kernels": "native" if uses_kernels else "torch",
-        "cpu_matmul": trainer.cpu_matmul,  # the float32 matmuls' backend: blas (MKL) or onednn
+        "cpu_matmul": runtime.cpu_matmul,  # the float32 matmuls' backend: blas (MKL) or onednn
         "median_seconds_per_epoch": round(median, 3),
         "min_seconds_per_epoch": round(min(times), 3), "all_epochs_s": [round(t, 3) for t in times],
         "median_train_seconds": round(sorted(t for t, _ in split_times)[len(times) // 2], 3),

@@ -10,6 +10,7 @@ from mtl_final.cpuinfo import cpu_info
 from mtl_final.data.store import TensorSplit
 from mtl_final.models import build_model
 from mtl_final.nn import cpu_matmul
+from mtl_final.train.runtime import configure_runtime
 from mtl_final.train.trainer import Trainer
 from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 
@@ -130,6 +131,7 @@ def test_trainer_steps_and_evaluation_run_in_the_scope(monkeypatch, highest, cho
     model.register_forward_hook(lambda *_: seen.append(("forward", torch.get_float32_matmul_precision())))
     param = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Linear))
     param.register_hook(lambda g: seen.append(("backward", torch.get_float32_matmul_precision())))
+    assert configure_runtime(cfg["train"], "cpu", lambda s: None).cpu_matmul == choice
     trainer = Trainer(model, cfg, log=lambda s: None)
     batch = tiny_batch(16)
     trainer.train_step(batch, [p for p in model.parameters() if p.requires_grad])

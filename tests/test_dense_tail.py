@@ -19,10 +19,12 @@ from mtl_final import kernels
 from mtl_final.config import ConfigError
 from mtl_final.models import build_model
 from mtl_final.models.registry import MODELS
-from mtl_final.nn import cpu_matmul
+from mtl_final.nn import cpu_matmul, fast_paths
 from mtl_final.nn.dense_tail import _THRESHOLD_LEVELS
+from mtl_final.nn.dropout import ReLUDropout
 from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
+from mtl_final.train.runtime import configure_runtime
 from mtl_final.train.trainer import Trainer
 from tests.support.model_fixtures import SMALL, make_cfg, tasks, tiny_batch, tiny_features
 from tests.support.scripts import load_script
@@ -40,14 +42,30 @@ def _randomise_bn(block: nn.Module) -> None:
             m.bias.data.uniform_(-0.5, 0.5)
 
 
+def _step(forward, block: nn.Module, x: torch.Tensor, grad: torch.Tensor):
+    """Output, input gradient and `block`'s parameter gradients of forward(x) and a backward of `grad`."""
+    x = x.clone().requires_grad_()
+    out = forward(x)
+    out.backward(grad)
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
+
+
 def _run(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, mode: str):
     """Output, input gradient and parameter gradients of one training forward + backward."""
     kernels.use_kernels(mode)
-    x = x.clone().requires_grad_()
-    out = block(x)
-    out.backward(grad)
+    result = _step(block, block, x, grad)
     kernels.use_kernels("native")
-    return out.detach(), x.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
+    return result
+
+
+def _assert_same_step(got, want) -> None:
+    """Two `_step` results agree up to the fused kernels' float sums (gradients relative to their size)."""
+    (out, dx, grads), (out_ref, dx_ref, grads_ref) = got, want
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-5)
+    for name in grads_ref:
+        scale = grads_ref[name].abs().max().clamp_min(1.0)
+        torch.testing.assert_close(grads[name] / scale, grads_ref[name] / scale, rtol=0, atol=2e-5, msg=name)
 
 
 BLOCKS = {
@@ -80,13 +98,7 @@ def test_training_step_matches_the_modules(kind, matmul_backend):
     assert fused.layers.fused_units is not None
     x = torch.randn(64, 12) * 3 + 1  # away from zero mean: BatchNorm's centring matters
     grad = torch.randn(64, fused.output_dim)
-    out, dx, grads = _run(fused.train(), x, grad, "native")
-    out_ref, dx_ref, grads_ref = _run(ref.train(), x, grad, "torch")
-    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-5)
-    for name in grads_ref:
-        scale = grads_ref[name].abs().max().clamp_min(1.0)
-        torch.testing.assert_close(grads[name] / scale, grads_ref[name] / scale, rtol=0, atol=2e-5, msg=name)
+    _assert_same_step(_run(fused.train(), x, grad, "native"), _run(ref.train(), x, grad, "torch"))
     for (name, buf), (_, buf_ref) in zip(fused.named_buffers(), ref.named_buffers()):
         torch.testing.assert_close(buf, buf_ref, rtol=1e-5, atol=1e-7, msg=name)
     # and evaluation with the updated running statistics, without autograd
@@ -97,6 +109,61 @@ def test_training_step_matches_the_modules(kind, matmul_backend):
         expected = ref(x)
         kernels.use_kernels("native")
         torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-6)
+
+
+STACKS = {  # (widths, dropout) -> a block whose every width the fused kernels implement
+    "final_n2": lambda widths, p: FinalBlock(12, widths, dropout=p),
+    "final_n1": lambda widths, p: FinalBlock(12, widths, num_steps=1, dropout=p),
+    "mlp": lambda widths, p: MLPBlock(12, widths, dropout=p),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STACKS))
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+@pytest.mark.parametrize("train", [True, False])
+def test_the_chosen_fused_path_matches_the_plain_forward(kind, dropout, train):
+    """A dense stack's `forward` takes the fused widths, and they give what its `plain_forward` (the
+    modules in turn) gives: in training output, input and parameter gradients and running statistics,
+    in evaluation (no autograd) the output. With dropout in training the fused masks are the kernel's
+    own, so the plain forward runs one width without dropout under the fused output's mask."""
+    torch.manual_seed(0)
+    block = STACKS[kind]([16] if dropout and train else [16, 8], dropout).train(train)
+    _randomise_bn(block)
+    plain = copy.deepcopy(block)
+    x = torch.randn(64, 12) * 3 + 1
+    if not train:
+        with torch.no_grad():
+            assert fast_paths.fast_forward(block.layers, x).func is fast_paths.fused_widths
+            torch.testing.assert_close(block.layers(x), plain.layers.plain_forward(x), rtol=1e-5, atol=1e-6)
+        return
+    assert fast_paths.fast_forward(block.layers, x).func is fast_paths.fused_widths
+    grad = torch.randn(64, block.output_dim)
+    fused = _step(block.layers, block, x, grad)
+    mask = torch.ones_like(fused[0])
+    if dropout:
+        plain.layers[2].p = 0.0
+        assert isinstance(plain.layers[2], ReLUDropout)
+        mask = torch.where(fused[0] != 0, 1.0 / (1.0 - round(dropout * _THRESHOLD_LEVELS) / _THRESHOLD_LEVELS), 0.0)
+    _assert_same_step(fused, _step(lambda t: plain.layers.plain_forward(t) * mask, plain, x, grad))
+    for (name, buf), (_, buf_ref) in zip(block.named_buffers(), plain.named_buffers()):
+        torch.testing.assert_close(buf, buf_ref, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_global_forward_hook_turns_the_fused_path_off():
+    block = FinalBlock(8, [8]).train()
+    x = torch.randn(16, 8)
+    assert fast_paths.fast_forward(block.layers, x) is not None
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    try:
+        assert fast_paths.watched_by_forward_hooks(block.layers)
+        assert fast_paths.fast_forward(block.layers, x) is None
+        block(x)
+    finally:
+        handle.remove()
+    assert "Linear" in seen and "BatchNorm1d" in seen  # the hook saw the modules run
+    assert not fast_paths.watched_by_forward_hooks(block.layers)
+    assert fast_paths.fast_forward(block.layers, x) is not None
 
 
 def test_running_stats_with_cumulative_momentum():
@@ -296,6 +363,7 @@ def test_every_model_trains_the_same_with_fused_kernels(name, block):
                        f"train.kernels={mode}", "train.optimizer=sgd", *SMALL.get(name, []))
         torch.manual_seed(0)
         model = build_model(cfg, tiny_features(), tasks(*names))
+        configure_runtime(cfg["train"], "cpu", lambda s: None)
         trainer = Trainer(model, cfg, log=lambda s: None)
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
@@ -343,7 +411,7 @@ def test_medium_matmul_precision_rounds_the_fused_matmul_inputs_to_bfloat16():
             torch.set_float32_matmul_precision("medium")
             got = fused(x)
             torch.set_float32_matmul_precision("highest")
-        assert fused.layers.fused_units is not None and not fused.layers._hooked()
+        assert fused.layers.fused_units is not None and not fast_paths.watched_by_forward_hooks(fused.layers)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
         assert (got - exact).abs().max() > 1e-3  # the rounding is really there
 

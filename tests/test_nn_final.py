@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.models import build_model
+from mtl_final.nn import fast_paths
 from mtl_final.nn.blocks import build_block
 from mtl_final.nn.embedding import FeatureEmbedding
 from mtl_final.nn.field_gate import FieldGate
@@ -75,12 +76,44 @@ def test_fused_concat_steps_match_autograd_reference_in_values_and_gradients(num
     (torch.cat(hs, dim=1) * weights).sum().backward()
     for got, want in zip(fused, [x.grad, layer.linear.weight.grad, layer.linear.bias.grad]):
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
-    from mtl_final.nn.final import _ConcatSteps
     z = torch.randn(3, 2 * num_steps, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _ConcatSteps.apply(t, num_steps), (z,))
+    assert torch.autograd.gradcheck(lambda t: fast_paths._ConcatSteps.apply(t, num_steps), (z,))
     # Without autograd (evaluation) the steps run in place in the Linear output: same bits.
     with torch.no_grad():
         assert torch.equal(layer(x), torch.cat(hs, dim=1))
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 3])
+@pytest.mark.parametrize("aggregation", ["concat", "sum"])
+@pytest.mark.parametrize("sigma", ["identity", "tanh"])
+@pytest.mark.parametrize("grad", ["input", "parameters", "none"])
+def test_the_chosen_fast_path_matches_the_plain_forward(num_steps, aggregation, sigma, grad):
+    """`forward` takes the fast path nn/fast_paths.py picks (N = 1: the Linear alone; "concat" with
+    identity σ: `_ConcatSteps` where autograd records the layer, the steps in place where it does not),
+    and it gives the bits of `plain_forward` (eq. 1 step by step) and, under autograd, its gradients.
+    grad: what autograd tracks (training: the input; evaluation with autograd on: the parameters only;
+    none: evaluation under no_grad)."""
+    torch.manual_seed(num_steps)
+    layer = FactorizedInteraction(5, 6, num_steps=num_steps, aggregation=aggregation, sigma=sigma)
+    x = torch.randn(7, 5, requires_grad=grad == "input")
+    if num_steps == 1:
+        expected = layer.linear
+    elif aggregation == "concat" and sigma == "identity":
+        expected = fast_paths.concat_steps_in_place if grad == "none" else fast_paths.concat_steps
+    else:
+        expected = None
+    with torch.set_grad_enabled(grad != "none"):
+        chosen = fast_paths.fast_forward(layer, x)
+        out, plain = layer(x), layer.plain_forward(x)
+    assert getattr(chosen, "func", chosen) is expected
+    assert torch.equal(out, plain)
+    if grad != "none":
+        wrt = [x, *layer.parameters()] if grad == "input" else list(layer.parameters())
+        weights = torch.randn(7, 6)
+        grads = torch.autograd.grad((out * weights).sum(), wrt)
+        plain_grads = torch.autograd.grad((plain * weights).sum(), wrt)
+        for got, want in zip(grads, plain_grads):
+            assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

@@ -1,11 +1,13 @@
 """train.precision=bf16: every model trains under bfloat16 autocast with float32 weights, logits
 and losses; the heads stay exact float32; fp32 stays the untouched default. train.matmul_precision:
-set process-wide by the Trainer, reset by the next one, validated, and warned about where it cannot help."""
+set process-wide by configure_runtime, reset by the next call, validated, and warned about where it
+cannot help."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mtl_final import kernels
 from mtl_final.config import ConfigError
 from mtl_final.data.store import TensorSplit
 from mtl_final.models import build_model
@@ -13,6 +15,8 @@ from mtl_final.models.registry import MODELS
 from mtl_final.nn import cpu_matmul
 from mtl_final.nn.dropout import ReLUDropout, keep_multiplier, keep_scale
 from mtl_final.nn.logit_head import LogitHead
+from mtl_final.train import runtime
+from mtl_final.train.runtime import configure_runtime
 from mtl_final.train.trainer import Trainer
 from tests.support.model_fixtures import SMALL, make_cfg, tasks, tiny_batch, tiny_features
 
@@ -85,17 +89,15 @@ def test_precision_choice_is_validated():
 
 
 def test_bf16_without_native_support_warns(monkeypatch):
-    import mtl_final.train.trainer as trainer_module
-
     for native in (False, True):  # native bfloat16 (bf16 autocast) and AMX-rounded medium matmuls
-        monkeypatch.setattr(trainer_module, "_cpu_has_native_bf16", lambda: native)
+        monkeypatch.setattr(runtime, "_cpu_has_native_bf16", lambda: native)
         monkeypatch.setattr(cpu_matmul, "medium_matmul_rounds", lambda: native)
         for overrides, bf16_warning, medium_warning in (
                 (["train.precision=bf16"], True, False), (["train.precision=fp32"], False, False),
                 (["train.matmul_precision=medium"], False, True), (["train.matmul_precision=high"], False, False)):
             cfg = make_cfg("model=mlp", "block.hidden_units=[4]", *overrides)
             lines: list[str] = []
-            Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lines.append)
+            configure_runtime(cfg["train"], "cpu", lines.append)
             assert any("slower than fp32" in line for line in lines) == (bf16_warning and not native)
             assert any("matmul_precision=medium does not round" in line and "float32 accuracy" in line
                        for line in lines) == (medium_warning and not native)
@@ -117,13 +119,25 @@ def test_medium_matmul_probe_agrees_with_a_matmul_and_restores_the_setting():
         torch.testing.assert_close(medium, exact, rtol=1e-5, atol=1e-4)
 
 
-def test_trainer_sets_the_float32_matmul_precision_process_wide():
+def test_configure_runtime_sets_the_float32_matmul_precision_process_wide():
     seen = []
     for precision in ("medium", "high", "highest"):
         cfg = make_cfg("model=mlp", "block.hidden_units=[4]", f"train.matmul_precision={precision}")
-        Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lambda s: None)
+        info = configure_runtime(cfg["train"], "cpu", lambda s: None)
         seen.append(torch.get_float32_matmul_precision())
-    assert seen == ["medium", "high", "highest"]  # each Trainer sets its own, "highest" undoing the others
+        assert info.matmul_precision == precision
+    assert seen == ["medium", "high", "highest"]  # each call sets its own, "highest" undoing the others
     assert make_cfg()["train"]["matmul_precision"] == "highest"
     with pytest.raises(ConfigError, match="train.matmul_precision"):
         make_cfg("train.matmul_precision=low")
+
+
+def test_a_trainer_leaves_the_process_switches_as_configure_runtime_set_them():
+    configure_runtime(make_cfg("train.kernels=torch", "train.matmul_precision=medium")["train"], "cpu",
+                      lambda s: None)
+    try:
+        cfg = make_cfg("model=mlp", "block.hidden_units=[4]")  # kernels native, precision highest
+        Trainer(build_model(cfg, tiny_features(), tasks("ctr")), cfg, log=lambda s: None)
+        assert kernels.library() is None and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        kernels.use_kernels("native")

@@ -1,8 +1,8 @@
 """Native CPU kernels, compiled on first use with the system C compiler and loaded with ctypes.
 
 `library()` returns the loaded library, or None where kernels are switched off (`use_kernels("torch")`,
-which the Trainer calls with train.kernels) or could not be built (no compiler: a warning says why,
-once, and every caller falls back to plain PyTorch ops).
+which train/runtime.py's `configure_runtime` calls with train.kernels) or could not be built (no
+compiler: a warning says why, once, and every caller falls back to plain PyTorch ops).
 The shared object is cached under $MTL_FINAL_CACHE (default ~/.cache/mtl_final)/kernels, keyed by a
 hash of the source, the compiler and its flags, this CPU's feature flags (it is built with
 -march=native) and the torch version.

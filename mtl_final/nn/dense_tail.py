@@ -1,10 +1,9 @@
 """One dense layer — Linear (+ FINAL's N=2 concat step) → BatchNorm → ReLU → dropout — as one fused
 CPU op, with the same parameters and running statistics as the modules it stands for.
 
-`fused_unit(layer, bn, act)` says whether a (layer, BatchNorm1d, activation) triple of a dense stack
-can run fused; `dense_tail(unit, x)` runs it. The matmuls stay in PyTorch (MKL, or oneDNN inside
-nn/cpu_matmul.py's scope); the elementwise work runs in mtl_final/kernels/cpu_kernels.c (2 passes
-forward, 2 backward, instead of ~10 and ~12).
+`dense_tail(unit, x)` runs a FusedUnit; nn/fast_paths.py decides which layers form one and when it
+runs. The matmuls stay in PyTorch (MKL, or oneDNN inside nn/cpu_matmul.py's scope); the elementwise
+work runs in mtl_final/kernels/cpu_kernels.c (2 passes forward, 2 backward, instead of ~10 and ~12).
 Same mathematics as the unfused modules; float sums in another order, and dropout masks drawn by a
 counter-based hash keyed from PyTorch's generator (so torch.manual_seed still fixes them).
 """
@@ -35,27 +34,6 @@ class FusedUnit:
     def p(self) -> float:
         """Dropout probability, read at call time (a schedule may change it)."""
         return self.act.p if isinstance(self.act, ReLUDropout) else 0.0
-
-
-def fused_unit(layer: nn.Module, bn: nn.Module, act: nn.Module) -> FusedUnit | None:
-    """The FusedUnit of a (layer, norm, activation) triple, or None where it cannot be fused."""
-    if type(layer) is nn.Linear:
-        linear, steps = layer, 1
-    elif getattr(layer, "fused_steps", None):  # FactorizedInteraction with N = 1, or N = 2 "concat", σ = id
-        linear, steps = layer.linear, layer.fused_steps
-    else:
-        return None
-    if type(bn) is not nn.BatchNorm1d or not (bn.affine and bn.track_running_stats):
-        return None
-    if not (isinstance(act, ReLUDropout) or type(act) is nn.ReLU):
-        return None
-    return FusedUnit(linear, steps, bn, act)
-
-
-def can_fuse(x: torch.Tensor) -> bool:
-    """Whether an input [batch, in_dim] may take the fused path here and now (never while torch.export
-    traces: a ctypes call cannot be traced)."""
-    return x.dim() == 2 and kernels.can_run(x)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:
@@ -125,8 +103,8 @@ def _eval_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
 def dense_tail(unit: FusedUnit, x: torch.Tensor) -> torch.Tensor:
     """[B, in] → [B, D]: the unit's layer, BatchNorm, ReLU and dropout (training) in fused kernels.
 
-    For a CPU float32 input (`can_fuse`) with at least two rows in training; evaluation runs without
-    autograd (DenseStack checks both and runs the modules otherwise)."""
+    For a 2-D CPU float32 input with at least two rows in training; evaluation runs without autograd
+    (nn/fast_paths.py checks both and runs the modules otherwise)."""
     if unit.bn.training:
         return _DenseTail.apply(x, unit.linear.weight, _bias(unit.linear), unit.bn.weight, unit.bn.bias, unit)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""MLPBlock: Linear → BatchNorm → activation → dropout, repeated."""
+"""The dense stack — per width Linear → BatchNorm → activation → dropout — and MLPBlock."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -6,56 +6,37 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from mtl_final.nn import fast_paths
 from mtl_final.nn.activations import build_activation
-from mtl_final.nn.dense_tail import FusedUnit, can_fuse, dense_tail, fused_unit
+from mtl_final.nn.dense_tail import FusedUnit
 from mtl_final.nn.dropout import Dropout, ReLUDropout
 
 
 class DenseStack(nn.Sequential):
-    """The layers of a dense block, [layer, BatchNorm, activation(, dropout)] per width.
+    """The modules of a dense block, [layer, BatchNorm, activation(, dropout)] per width.
 
-    Where every width is a fusable (layer, BatchNorm1d, ReLU/ReLUDropout) triple, a float32 CPU
-    input runs each width as one fused op (`dense_tail`): in training, and in evaluation without
-    autograd. Otherwise (other devices or dtypes, autocast, forward hooks on a layer) it runs the
-    modules in turn.
+    `plain_forward` runs them in turn; `forward` runs that, or where nn/fast_paths.py finds one (every
+    width fusable, a float32 CPU input, ...) each width as one fused op.
     Shapes: [batch, in_dim] → [batch, out_dim]."""
 
     def __init__(self, layers: Sequence[nn.Module], slots: Sequence[tuple[int, int, int]]) -> None:
         super().__init__(*layers)
         self.slots = list(slots)  # (layer, BatchNorm, activation) positions of each width
 
-    @property
-    def fused_units(self) -> list[FusedUnit] | None:
-        """Each width as a FusedUnit, or None where one cannot fuse. Read from the current modules, so
-        that a module swapped in later (e.g. CrossRankBatchNorm1d under DDP) is seen."""
-        units = [fused_unit(self[a], self[b], self[c]) for a, b, c in self.slots]
-        return units if units and all(units) else None
-
-    def _hooked(self) -> bool:
-        """Whether a forward hook watches a layer (the fused path would bypass it; torch keeps the
-        global hooks in these module-level dicts)."""
-        module = nn.modules.module
-        return bool(module._global_forward_hooks or module._global_forward_pre_hooks) or any(
-            m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
-
-    def _fusable(self, x: torch.Tensor) -> list[FusedUnit] | None:
-        """The fused units to run `x` through, or None where the modules must run."""
-        units = self.fused_units
-        if units is None or not can_fuse(x) or self._hooked():
-            return None
-        if any(u.bn.training != self.training or u.act.training != self.training for u in units):
-            return None  # e.g. BatchNorm frozen in eval mode while the rest trains: the modules do that
-        # training: BatchNorm needs two rows (its own error otherwise); evaluation: no backward
-        fits = x.shape[0] > 1 if self.training else not torch.is_grad_enabled()
-        return units if fits else None
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each module in turn: [batch, in_dim] → [batch, out_dim]."""
+        for module in self:
+            x = module(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        units = self._fusable(x)
-        if units is None:
-            return super().forward(x)
-        for unit in units:
-            x = dense_tail(unit, x)
-        return x
+        fast = fast_paths.fast_forward(self, x)
+        return self.plain_forward(x) if fast is None else fast(x)
+
+    @property
+    def fused_units(self) -> list[FusedUnit] | None:
+        """Each width as a FusedUnit, or None where one cannot fuse (nn/fast_paths.py)."""
+        return fast_paths.fused_units(self)
 
 
 def dense_stack(
@@ -67,8 +48,9 @@ def dense_stack(
     batch_norm: bool,
 ) -> tuple[DenseStack, int]:
     """[make_layer(d_in, d_out) → BatchNorm → activation → dropout] per width; returns (stack, out dim).
-    ReLU + dropout is one in-place module (ReLUDropout); with BatchNorm and ReLU every width may also
-    be a FusedUnit, which DenseStack runs as one fused op where it can."""
+    ReLU + dropout is one in-place module (ReLUDropout). The stack's `slots` hold each width's
+    (layer, BatchNorm, activation) positions where every width has all three: what nn/fast_paths.py
+    may fuse."""
     layers: list[nn.Module] = []
     slots: list[tuple[int, int, int]] = []
     dim = in_dim

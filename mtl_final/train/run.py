@@ -24,7 +24,7 @@ from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import CheckpointError, atomic_file, check_weights_fit, load_checkpoint
 from mtl_final.train.run_dir import claim_run_dir, releases_run_dir
-from mtl_final.train.runtime import configure_cpu
+from mtl_final.train.runtime import configure_cpu, configure_runtime
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
 SPLITS = ("train", "valid", "test")
@@ -108,6 +108,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     schema, root, store, splits = _load_data(cfg, run_dir, dist, resume, log)
     model = _build_model(cfg, store, schema, dist)
     gauc_column = _gauc_column(t["gauc_field"], store)
+    configure_runtime(t, device, log)
     trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
     if resume:
         _restore(trainer, run_dir, device, log)

@@ -10,7 +10,8 @@ logits and losses stay float32. train.matmul_precision sets torch's float32 matm
 bfloat16-rounded inputs with float32 sums, on AMX CPUs through oneDNN; elsewhere float32 accuracy).
 train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense_tail.py);
 train.cpu_matmul sends the float32 matmuls of training steps and evaluation on CPU to MKL or oneDNN
-(mtl_final/nn/cpu_matmul.py). All are process-wide, like the thread count.
+(mtl_final/nn/cpu_matmul.py). Those three are process-wide, like the thread count: `configure_runtime`
+(train/runtime.py) sets them before a Trainer is built, and the Trainer runs under them.
 
 A non-finite train loss (checked at every evaluation, on the mean over ranks) stops training with
 `NonFiniteLoss`; a NaN monitored valid metric (an AUC over rows of one class) with `UndefinedMonitor`
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtl_final import distributed, kernels
+from mtl_final import distributed
 from mtl_final.config_spec import allowed
 from mtl_final.data.batches import BatchLoader
 from mtl_final.data.store import TensorSplit
@@ -67,14 +68,6 @@ def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.opt
     raise ValueError(f"unknown train.optimizer {name!r}; choose {', '.join(first)} or {last}")
 
 
-def _cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (False when it cannot tell)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Trainer:
     """Fits one model. `fit(train, valid)` → history; `evaluate(split)` → metrics per task."""
 
@@ -99,18 +92,7 @@ class Trainer:
         self.log = log
         self.gauc_column = gauc_column
         self.optimizer = build_optimizer(model, self.t)
-        kernels.use_kernels(self.t["kernels"])
-        self.cpu_matmul = cpu_matmul.use_cpu_matmul(self.t["cpu_matmul"])
-        torch.set_float32_matmul_precision(self.t["matmul_precision"])
         self.bf16 = self.t["precision"] == "bf16"
-        if self.device.type == "cpu":
-            if self.bf16 and not _cpu_has_native_bf16():
-                log("warning: train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX): "
-                    "it will be slower than fp32, not faster")
-            if self.t["matmul_precision"] == "medium" and not cpu_matmul.medium_matmul_rounds():
-                log("note: train.matmul_precision=medium does not round matmul inputs to bfloat16 on this CPU "
-                    "(it does with AMX): results keep float32 accuracy; any speed change comes from torch "
-                    "handing large matmuls to oneDNN instead of its default BLAS")
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
         self.writer = None  # opened by fit (after a restore, so that it can purge redone steps)

@@ -75,3 +75,11 @@ def esmm_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("esmm_run")
     root, out = train_tiny_esmm(tmp)
     return root, out, tmp
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """The benchmark runner's tiny dataset and configs (tests/support/tiny_benchmark.py)."""
+    from tests.support.tiny_benchmark import tiny_benchmark
+
+    return tiny_benchmark(tmp_path)

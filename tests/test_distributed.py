@@ -19,11 +19,8 @@ from mtl_final.data.store import TensorSplit
 from mtl_final.train.__main__ import main as train_main
 from tests.support.model_fixtures import make_cfg, tasks, tiny_batch, tiny_features
 from tests.support.scripts import load_script
+from tests.support.torchrun import ENTRY, gloo, torchrun
 from tests.support.tiny_data import resume_overrides, tiny_overrides, write_tiny_dataset
-
-ENTRY = Path(__file__).parent / "support" / "ddp_entry.py"
-gloo = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                          reason="this torch build has no torch.distributed gloo backend")
 
 
 def test_shard_bounds_split_rows_contiguously_with_the_remainder_first():
@@ -145,14 +142,6 @@ def test_benchmark_refuses_to_run_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert benchmark_main(["--dataset", "frappe_x1", "--models", "MLP", "--seeds", "2021"]) == 2
     assert "start it with python, not torchrun" in capsys.readouterr().err
-
-
-def torchrun(*args: str, env: dict[str, str] | None = None, processes: int = 2) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node N tests/support/ddp_entry.py ARGS`, output captured."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               str(ENTRY), *args]
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=300)
 
 
 def _load(path: Path) -> dict:

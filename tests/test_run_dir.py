@@ -16,9 +16,9 @@ from mtl_final.benchmark.__main__ import main as benchmark_main
 from mtl_final.train.__main__ import main as train_main
 from mtl_final.train.run_dir import LOCK_NAME, RunDirError, claim_run_dir, clear_run_dir
 from mtl_final.train.trainer import Trainer
-from tests.test_benchmark import _argv, tiny  # noqa: F401 (tiny: the benchmark's fixture)
-from tests.test_distributed import gloo, torchrun
-from tests.test_trainer import tiny_overrides, write_tiny_dataset
+from tests.support.tiny_benchmark import benchmark_argv as _argv
+from tests.support.tiny_data import tiny_overrides, write_tiny_dataset
+from tests.support.torchrun import gloo, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,30 @@ def test_out_holding_a_finished_run_is_refused_and_left_as_it_was(tiny_data, tmp
     assert _files(out) == before and LOCK_NAME not in before
 
 
-def test_out_of_a_run_that_stopped_before_its_first_checkpoint_is_refused(tiny_data, tmp_path, capsys):
+def test_a_run_that_fails_on_its_data_writes_no_run_directory(tiny_data, tmp_path):
     out = tmp_path / "run"
-    assert _train(tiny_data, out, f"data.root={tmp_path / 'missing'}") == 2  # stops at the data: config.yaml only
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert _train(tiny_data, out, f"data.root={tmp_path / 'missing'}") == 2  # stops at the data
+    assert not out.exists()
+    assert _train(tiny_data, out) == 0  # the same --out, data fixed: nothing to refuse
+
+
+def test_out_of_a_run_that_stopped_before_its_first_checkpoint_is_refused(tiny_data, tmp_path, capsys,
+                                                                         monkeypatch):
+    out = tmp_path / "run"
+
+    def fail(self, train, valid):
+        raise ValueError("stopped before the first validation")
+
+    monkeypatch.setattr(Trainer, "fit", fail)
+    assert _train(tiny_data, out) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "encoders.json", "schema.yaml"]
+    monkeypatch.undo()
     capsys.readouterr()
     assert _train(tiny_data, out) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: run directory {out} already holds a run (config.yaml); choose another --out (a new or empty "
-        "folder) or delete this one (its run stopped before its first checkpoint, last.pt, so it cannot be resumed)")
+        f"error: run directory {out} already holds a run (config.yaml, encoders.json, schema.yaml); choose "
+        "another --out (a new or empty folder) or delete this one (its run stopped before its first checkpoint, "
+        "last.pt, so it cannot be resumed)")
 
 
 def test_out_in_use_by_a_live_run_is_refused(tiny_data, tmp_path, capsys):

@@ -104,8 +104,10 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     if not dist.is_main:
         log = _silent
     seed_everything(int(cfg["seed"]))
-    run_dir = _prepare_run_dir(cfg, run_dir, dist, resume, log)
-    schema, root, store, splits = _load_data(cfg, run_dir, dist, resume, log)
+    # the data first: a config whose data or tasks are wrong fails before it writes a run directory
+    schema, root, store = distributed.main_first(lambda: load_store(cfg, log), dist)
+    run_dir = _prepare_run_dir(cfg, run_dir, store, dist, resume, log)
+    splits = _tensor_splits(cfg, schema, store, run_dir, dist, log)
     model = _build_model(cfg, store, schema, dist)
     gauc_column = _gauc_column(t["gauc_field"], store)
     configure_runtime(t, device, log)
@@ -126,10 +128,10 @@ def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistCo
     return dist, distributed.rank_device(device, dist)
 
 
-def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, dist: distributed.DistContext,
-                     resume: bool, log: Callable[[str], None]) -> Path:
-    """The run directory (the same on every rank), claimed and created by rank 0, with config.yaml for
-    a new run."""
+def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, store: EncodedStore,
+                     dist: distributed.DistContext, resume: bool, log: Callable[[str], None]) -> Path:
+    """The run directory (the same on every rank), claimed and created by rank 0. A new run writes its
+    config.yaml, the encoders and a copy of the schema there; a resumed one checks its encoders match."""
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
     # one run per folder, released when this call ends (releases_run_dir); rank 0 alone writes it
     distributed.main_first(lambda: claim_run_dir(run_dir, resume, log) if dist.is_main else None, dist)
@@ -138,20 +140,18 @@ def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, dist: d
         if not resume:
             (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
             dump_config(cfg, run_dir / "config.yaml")
-    return run_dir
-
-
-def _load_data(cfg: Mapping[str, Any], run_dir: Path, dist: distributed.DistContext, resume: bool,
-               log: Callable[[str], None]) -> tuple[DatasetSchema, Path, EncodedStore, dict[str, TensorSplit]]:
-    """(schema, data folder, store, split name -> TensorSplit in RAM); rank 0 builds the store first.
-    A new run keeps the encoders and the schema in run_dir; a resumed one checks its encoders match."""
-    schema, root, store = distributed.main_first(lambda: load_store(cfg, log), dist)
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
     elif dist.is_main:
         store.encoders.save(run_dir / "encoders.json")
         # a copy of the schema, so that predict and export need nothing outside the run directory
         shutil.copyfile(dataset_files(cfg)[0], run_dir / "schema.yaml")
+    return run_dir
+
+
+def _tensor_splits(cfg: Mapping[str, Any], schema: DatasetSchema, store: EncodedStore, run_dir: Path,
+                   dist: distributed.DistContext, log: Callable[[str], None]) -> dict[str, TensorSplit]:
+    """Split name -> TensorSplit in RAM, with the tasks' and their parents' labels."""
     task_labels = {task.name: task.label for task in (*schema.tasks, *schema.parent_tasks)}
     splits = {name: store.split(name).to_tensors(task_labels) for name in SPLITS}
     log(f"data: {schema.name} " + ", ".join(f"{k} {v.cat.shape[0]:,} rows" for k, v in splits.items())
@@ -160,7 +160,7 @@ def _load_data(cfg: Mapping[str, Any], run_dir: Path, dist: distributed.DistCont
         batch = cfg["train"]["batch_size"]
         log(f"distributed: {dist.world_size} processes ({dist.backend}), {batch} rows per step "
             f"shared out as about {batch // dist.world_size} per process")
-    return schema, root, store, splits
+    return splits
 
 
 def _build_model(cfg: Mapping[str, Any], store: EncodedStore, schema: DatasetSchema,

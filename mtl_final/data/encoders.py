@@ -222,7 +222,12 @@ class CategoricalEncoder:
 def _sequence_lists(values: pd.Series, separator: str, column: str) -> pa.Array:
     """Raw sequence cells -> a list<string> array: text cells split on ``separator`` (null or "" is an
     empty row), list cells (Parquet lists, Python lists) with their values as text."""
-    arr = pa.array(values, from_pandas=True)
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
+        raise DataError(f"the sequence cells are neither all text nor all lists ({str(e).splitlines()[0]}).",
+                        column=column, fix="give every cell as one string of values joined by the separator, "
+                                           "or every cell as a list.") from None
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     kind = arr.type
@@ -246,7 +251,7 @@ def _sequence_lists(values: pd.Series, separator: str, column: str) -> pa.Array:
 class SequenceValues(NamedTuple):
     """The values of n sequence cells as vocabulary keys, empty values left out.
 
-    keys: [U] distinct keys; index: [V] int64 key of each value (rows one after another, each in
+    keys: [U] distinct keys; index: [V] int32 key of each value (rows one after another, each in
     time order); lengths: [n] int64 values per row; skipped: empty values left out; bad: [n] bool
     rows holding a value that is no key of the dtype (dtype int: not an integer).
     """
@@ -271,19 +276,21 @@ def sequence_values(values: pd.Series, separator: str = "|", dtype: str = "str",
     if flat.null_count:
         flat = flat.fill_null("")
     encoded = flat.dictionary_encode()
-    index = encoded.indices.to_numpy().astype(np.int64)
+    index = encoded.indices.to_numpy()
     keys, missing, bad_key = categorical_keys(encoded.dictionary.to_pandas(), dtype)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+
+    def rows_of(value_mask: np.ndarray) -> np.ndarray:
+        return np.searchsorted(starts, np.flatnonzero(value_mask), side="right") - 1
+
     bad = np.zeros(len(lengths), dtype=bool)
-    skip = missing[index]
-    starts = None
-    if bad_key.any() or skip.any():
-        starts = np.concatenate([[0], np.cumsum(lengths)])
     if bad_key.any():
-        bad[np.searchsorted(starts, np.flatnonzero(bad_key[index]), side="right") - 1] = True
-    skipped = int(skip.sum())
-    if skipped:
-        rows = np.searchsorted(starts, np.flatnonzero(skip), side="right") - 1
-        lengths = lengths - np.bincount(rows, minlength=len(lengths))
+        bad[rows_of(bad_key[index])] = True
+    skipped = 0
+    if missing.any():
+        skip = missing[index]
+        skipped = int(skip.sum())
+        lengths = lengths - np.bincount(rows_of(skip), minlength=len(lengths))
         index = index[~skip]
     return SequenceValues(keys.reset_index(drop=True), index, lengths, skipped, bad)
 
@@ -291,16 +298,17 @@ def sequence_values(values: pd.Series, separator: str = "|", dtype: str = "str",
 def pad_last(ids: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
     """Rows of ids (ids [V], the rows one after another; lengths [n]) -> [n, max_len] int64, each row's
     last max_len ids left-aligned and padded with 0 at the end."""
-    over = lengths - max_len
-    if over.size and over.max() > 0:  # drop the oldest ids of the long rows
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        long_rows = np.flatnonzero(over > 0)
-        edge = np.zeros(ids.size + 1, dtype=np.int64)
-        edge[starts[long_rows]] = 1  # row starts are distinct, and so are the cut points inside the rows
-        edge[starts[long_rows] + over[long_rows]] -= 1
-        ids = ids[np.cumsum(edge[:-1]) == 0]
+    kept = np.minimum(lengths, max_len)
+    filled = np.arange(max_len) < kept[:, None]  # [n, max_len]: the cells that get an id
     out = np.zeros((lengths.size, max_len), dtype=np.int64)
-    out[np.arange(max_len) < np.minimum(lengths, max_len)[:, None]] = ids
+    if ids.size == 0:
+        return out
+    if int(lengths.max()) <= max_len:  # nothing to cut: the ids fill the cells in order
+        out[filled] = ids
+        return out
+    first = np.cumsum(lengths) - kept  # where each row's kept ids start in ``ids``
+    np.take(ids, first[:, None] + np.arange(max_len), mode="clip", out=out)  # every cell, clipped past the end
+    out[~filled] = 0
     return out
 
 

@@ -7,7 +7,9 @@ layout from ``RUN_DIR/encoders.json`` (the encoders fitted on the run's train sp
 and the weights from ``RUN_DIR/best.pt``; it runs in eval mode on the CPU. The input is streamed
 chunk by chunk; the output has one row per input row, in input order, with the ``--keep`` columns
 (copied verbatim, as text) followed by ``p_<name>`` for every probability the model outputs
-(e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input.
+(e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input. Sequence fields are read
+as the training data was (cells split on their separator, or Parquet lists) and encoded with the
+run's vocabularies.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -36,7 +39,7 @@ from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
 from mtl_final.data.features import Batch
 from mtl_final.data.schema import DatasetSchema
-from mtl_final.data.store import _Problems, _validate_categorical, _validate_numeric
+from mtl_final.data.store import _Problems, _validate_categorical, _validate_numeric, _validate_sequences
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
 from mtl_final.nn import cpu_matmul
@@ -124,12 +127,16 @@ class _Scorer:
         self.names = [c[len(PREFIX):] for c in schema.names[n_keep:]]
         self.cat: list[np.ndarray] = []
         self.num: list[np.ndarray] = []
+        self.seq: dict[str, list[np.ndarray]] = {}
         self.kept: list[list[pa.Array]] = [[] for _ in range(n_keep)]
         self.pending = 0
 
-    def add(self, cat: np.ndarray, num: np.ndarray, kept: list[pa.Array]) -> None:
+    def add(self, cat: np.ndarray, num: np.ndarray, seq: dict[str, np.ndarray], kept: list[pa.Array]) -> None:
+        """Queue encoded rows: cat [n, Fc], num [n, Fn], seq field -> [n, max_len], the kept columns [n]."""
         self.cat.append(cat)
         self.num.append(num)
+        for name, ids in seq.items():
+            self.seq.setdefault(name, []).append(ids)
         for parts, arr in zip(self.kept, kept):
             parts.append(arr)
         self.pending += cat.shape[0]
@@ -144,17 +151,21 @@ class _Scorer:
     def _score(self, final: bool) -> None:
         cat = torch.from_numpy(np.concatenate(self.cat).astype(np.int64, copy=False))
         num = torch.from_numpy(np.concatenate(self.num).astype(np.float32, copy=False))
+        seq = {name: torch.from_numpy(np.concatenate(parts).astype(np.int64, copy=False))
+               for name, parts in self.seq.items()}
         kept = [pa.concat_arrays(parts) for parts in self.kept]
         n, bs = cat.shape[0], self.batch_size
         stop = n if final else n - n % bs
         for lo in range(0, stop, bs):
             hi = min(lo + bs, stop)
             with cpu_matmul.scope():
-                probs = self.model(Batch(cat[lo:hi], num[lo:hi])).probs
+                batch = Batch(cat[lo:hi], num[lo:hi], seq={name: ids[lo:hi] for name, ids in seq.items()})
+                probs = self.model(batch).probs
             arrays = [a.slice(lo, hi - lo) for a in kept]
             arrays += [pa.array(probs[name].float().numpy(), type=pa.float32()) for name in self.names]
             self.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.cat, self.num = [cat[stop:].numpy()], [num[stop:].numpy()]
+        self.seq = {name: [ids[stop:].numpy()] for name, ids in seq.items()}
         self.kept = [[a.slice(stop)] for a in kept]
         self.pending = n - stop
 
@@ -201,6 +212,14 @@ class _Writer:
 
 
 # ----------------------------------------------------------------------------- predict
+def _kept_text(values: pd.Series, path: Path) -> pa.Array:
+    """A --keep column as text, copied verbatim; a Parquet list column has no text form."""
+    if isinstance(values.dtype, pd.ArrowDtype) and reader.is_list(values.dtype.pyarrow_dtype):
+        raise DataError("a --keep column is a list column, which has no text form to copy.", file=path,
+                        column=str(values.name), fix="leave the column out of --keep.")
+    return pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+
+
 def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path, chunk_rows: int = 262144,
             batch_size: int = 65536, keep: Sequence[str] = (),
             log: Callable[[str], Any] | None = print) -> dict[str, Any]:
@@ -209,9 +228,11 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
 
     Output columns: ``keep`` (copied from the input as text), then ``p_<name>`` per model probability.
     Raises DataError for a missing input column (file, column) or a non-numeric value in a numeric
-    field (file, column, first line). Returns {rows, columns, oov, missing, filled_na, seconds, output}:
-    oov / missing per categorical field (unseen values scored as OOV / empty cells scored as padding),
-    filled_na per numeric field.
+    field (file, column, first line). Returns {rows, columns, oov, missing, filled_na, sequences,
+    seconds, output}: oov per categorical and sequence field (unseen values scored as OOV), missing
+    per categorical field (empty cells scored as padding), filled_na per numeric field, sequences
+    per sequence field its counts (``encoders.SEQUENCE_COUNTERS``: values, truncated rows and
+    values, OOV values, empty rows, skipped empty values).
     """
     t0 = time.perf_counter()
     if chunk_rows < 1 or batch_size < 1:
@@ -250,19 +271,23 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
 
     encoders.reset_counters()
     cat_fields = [f for f in encoders.fields if f.type == "categorical"]
+    seq_fields = [f for f in encoders.fields if f.type == "sequence"]
+    seq_cols = [f.name for f in seq_fields]
     problems = _Problems(input_path)
     rows = 0
     writer = _Writer(output_path, out_schema)
     scorer = _Scorer(model, batch_size, out_schema, len(keep), writer.write)
     try:
-        for line0, df in reader.iter_chunks(input_path, list(dict.fromkeys(features + keep)), chunk_rows, fmt):
-            kept = [pa.array(df[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True) for c in keep]
+        for line0, df in reader.iter_chunks(input_path, list(dict.fromkeys(features + keep)), chunk_rows, fmt,
+                                            seq_cols):
+            kept = [_kept_text(df[c], input_path) for c in keep]
             _validate_categorical(df, cat_fields, line0, problems)
             _validate_numeric(df, num_cols, line0, problems)  # in place: float64, NaN = missing
+            _validate_sequences(df, seq_fields, line0, problems)
             if problems:
                 continue  # keep scanning to count every bad cell, predict nothing more
-            cat, num = encoders.transform(df)
-            scorer.add(cat, num, kept)
+            encoded = encoders.transform(df)
+            scorer.add(encoded.cat, encoded.num, encoded.seq, kept)
             rows += len(df)
         problems.raise_if_any()
         scorer.finish()
@@ -275,16 +300,19 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     summary = {
         "rows": rows,
         "columns": keep + prob_cols,
-        "oov": {e.name: counters[e.name]["oov"] for e in encoders.categorical},
+        "oov": {e.name: counters[e.name]["oov"] for e in encoders.categorical + encoders.sequences},
         "missing": {e.name: counters[e.name]["missing"] for e in encoders.categorical},
         "filled_na": {e.name: counters[e.name]["filled_na"] for e in encoders.numeric},
+        "sequences": {e.name: counters[e.name] for e in encoders.sequences},
         "seconds": round(time.perf_counter() - t0, 3),
         "output": str(output_path),
     }
     if log:
         oov = ", ".join(f"{k} {v:,}" for k, v in summary["oov"].items() if v) or "none"
+        truncated = ", ".join(f"{k} {c['truncated_rows']:,}" for k, c in summary["sequences"].items()
+                              if c["truncated_rows"])
         log(f"[predict] {rows:,} rows -> {output_path} ({', '.join(summary['columns'])}) in "
-            f"{summary['seconds']:.2f}s | OOV values: {oov}")
+            f"{summary['seconds']:.2f}s | OOV values: {oov}" + (f" | truncated rows: {truncated}" if truncated else ""))
     return summary
 
 

@@ -1,8 +1,8 @@
 """Data pipeline: schema, validation, encoding, memory-mapped cache and mini-batches."""
 from .batches import BatchLoader
-from .encoders import CategoricalEncoder, FeatureEncoders, NumericEncoder, parse_numeric
+from .encoders import CategoricalEncoder, FeatureEncoders, NumericEncoder, SequenceEncoder, parse_numeric
 from .errors import DataError
-from .features import Batch, BatchShare, FeatureSpec
+from .features import Batch, BatchShare, FeatureSpec, SequenceSpec
 from .reader import iter_chunks, read_header
 from .schema import DatasetSchema, FieldSpec, TaskSpec
 from .store import CACHE_VERSION, EncodedStore, SplitArrays, TensorSplit, cache_key
@@ -20,6 +20,8 @@ __all__ = [
     "FeatureSpec",
     "FieldSpec",
     "NumericEncoder",
+    "SequenceEncoder",
+    "SequenceSpec",
     "SplitArrays",
     "TaskSpec",
     "TensorSplit",

@@ -91,7 +91,8 @@ class BatchLoader:
         return torch.randperm(self.n_rows, generator=gen)
 
     def __iter__(self) -> Iterator[Batch]:
-        """Yield batches: cat [B, Fc] int64, num [B, Fn] float32, labels task -> [B] float32."""
+        """Yield batches: cat [B, Fc] int64, num [B, Fn] float32, labels task -> [B] float32,
+        seq field -> [B, max_len] int64."""
         return self.batches()
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
@@ -108,11 +109,13 @@ class BatchLoader:
                 first, last = shard_bounds(hi - lo, rank, world)
                 lo, hi = lo + first, lo + last
             if perm is None:
-                yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()}, share)
+                yield Batch(d.cat[lo:hi], d.num[lo:hi], {t: y[lo:hi] for t, y in d.labels.items()}, share,
+                            {n: s[lo:hi].long() for n, s in d.seq.items()})
             else:
                 idx = perm[lo:hi]
                 yield Batch(d.cat.index_select(0, idx), d.num.index_select(0, idx),
-                            {t: y.index_select(0, idx) for t, y in d.labels.items()}, share)
+                            {t: y.index_select(0, idx) for t, y in d.labels.items()}, share,
+                            {n: s.index_select(0, idx).long() for n, s in d.seq.items()})
 
     def _share(self, lo: int, hi: int, perm: torch.Tensor | None) -> BatchShare:
         """The global counts of the batch of rows [lo, hi) of this epoch's order, which every rank

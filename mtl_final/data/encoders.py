@@ -6,6 +6,13 @@ by key), n + 1 = OOV (unseen or rare); ``vocab_size = n + 2``. With dtype "str" 
 key is the cell's text; with dtype "int" it is the integer in canonical form ("07",
 "+7", "7.0" -> "7"), a cell in NA_STRINGS is missing and any other cell is an error.
 
+Sequence: a cell is split on the field's separator (a list cell is taken as is) into values in
+time order, each a key as for a categorical field; empty values are skipped (and counted). The
+ids are those of its vocabulary: its own (fitted like a categorical field's), or with
+``share_embedding`` the owner categorical field's, fitted on the train values of the owner and
+of every sequence sharing it. A row becomes [max_len] ids, left-aligned, padded with 0 at the
+end; a longer row keeps its last max_len values (the most recent).
+
 Numeric: missing cells are filled with ``fill_na`` (0.0 when None), then
 normalised with train statistics (computed on the filled train values):
 "standard" (x - mean) / std, "minmax" (x - min) / (max - min), "log1p"
@@ -16,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import DataError
-from .features import FeatureSpec
-from .schema import DatasetSchema, FieldSpec
+from .features import FeatureSpec, SequenceSpec
+from .reader import is_list, string_lists
+from .schema import DatasetSchema, FieldSpec, check_field_links
 
 ENCODERS_VERSION = 1
 NA_STRINGS = ("", "nan", "na", "n/a", "null", "none")
@@ -123,11 +131,15 @@ class CategoricalEncoder:
     def partial_fit(self, values: pd.Series) -> "CategoricalEncoder":
         """Add the value counts of one train chunk ([n] cells)."""
         s, missing = self._keys(values)
-        vc = s[~missing].value_counts(sort=False)
+        return self.add_counts(s[~missing].value_counts(sort=False))
+
+    def add_counts(self, counts: pd.Series) -> "CategoricalEncoder":
+        """Add train counts of keys (a Series key -> count), e.g. the values of a sequence sharing
+        this vocabulary."""
         if self._counts is None:
-            self._counts = vc
+            self._counts = counts
         else:
-            self._counts = pd.concat([self._counts, vc]).groupby(level=0, sort=False).sum()
+            self._counts = pd.concat([self._counts, counts]).groupby(level=0, sort=False).sum()
         return self
 
     def finalize(self) -> "CategoricalEncoder":
@@ -177,14 +189,19 @@ class CategoricalEncoder:
         if self.vocab is None:
             raise RuntimeError(f"categorical encoder {self.name!r} is not fitted")
 
+    def codes(self, keys: pd.Series | pd.Index) -> np.ndarray:
+        """[n] vocabulary keys -> [n] int32 indices, 1..n or oov_index (no counter changes)."""
+        self._require_fitted()
+        out = self._index.get_indexer(keys).astype(np.int32) + 1
+        out[out == 0] = self.oov_index
+        return out
+
     def transform(self, values: pd.Series) -> np.ndarray:
         """[n] cells -> [n] int32 indices; updates the missing / OOV counters."""
         self._require_fitted()
         s, missing = self._keys(values)
-        codes = self._index.get_indexer(s)
-        out = codes.astype(np.int32) + 1
-        oov = (codes < 0) & ~missing
-        out[oov] = self.oov_index
+        out = self.codes(s)
+        oov = (out == self.oov_index) & ~missing
         out[missing] = 0
         self.n_missing += int(missing.sum())
         self.n_oov += int(oov.sum())
@@ -199,6 +216,198 @@ class CategoricalEncoder:
     def from_dict(cls, d: dict[str, Any]) -> "CategoricalEncoder":
         enc = cls(d["name"], d["min_count"], d.get("dtype", "str"))
         enc._set_vocab(d["vocab"], d["counts"])
+        return enc
+
+
+def _sequence_lists(values: pd.Series, separator: str, column: str) -> pa.Array:
+    """Raw sequence cells -> a list<string> array: text cells split on ``separator`` (null or "" is an
+    empty row), list cells (Parquet lists, Python lists) with their values as text."""
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
+        raise DataError(f"the sequence cells are neither all text nor all lists ({str(e).splitlines()[0]}).",
+                        column=column, fix="give every cell as one string of values joined by the separator, "
+                                           "or every cell as a list.") from None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    kind = arr.type
+    if pa.types.is_null(kind):
+        return pa.array([[]] * len(arr), type=pa.list_(pa.string()))
+    if is_list(kind):
+        strings = string_lists(arr)
+        if strings is None:
+            raise DataError(f"the sequence cells are lists of {kind.value_type}; a sequence's values must be "
+                            "strings or numbers.", column=column,
+                            fix="write each row's values as one flat list of strings or integers "
+                                "(or as one string of values joined by the separator).")
+        return strings
+    if pa.types.is_boolean(kind):
+        arr = pc.cast(arr, pa.int8())
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    return pc.split_pattern(pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr), separator)
+
+
+class SequenceValues(NamedTuple):
+    """The values of n sequence cells as vocabulary keys, empty values left out.
+
+    keys: [U] distinct keys; index: [V] int32 key of each value (rows one after another, each in
+    time order); lengths: [n] int64 values per row; skipped: empty values left out; bad: [n] bool
+    rows holding a value that is no key of the dtype (dtype int: not an integer).
+    """
+
+    keys: pd.Series
+    index: np.ndarray
+    lengths: np.ndarray
+    skipped: int
+    bad: np.ndarray
+
+
+def sequence_values(values: pd.Series, separator: str = "|", dtype: str = "str",
+                    column: str | None = None) -> SequenceValues:
+    """Split and key n raw sequence cells (see ``SequenceValues``); no Python loop over rows or values.
+
+    A value is a key as ``categorical_keys(dtype)`` makes it; one that key calls missing (an empty
+    value, with dtype int also NA_STRINGS) is skipped. Raises DataError for list cells of another type.
+    """
+    lists = _sequence_lists(values, separator, column or str(values.name))
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(lists)
+    if flat.null_count:
+        flat = flat.fill_null("")
+    encoded = flat.dictionary_encode()
+    index = encoded.indices.to_numpy()
+    keys, missing, bad_key = categorical_keys(encoded.dictionary.to_pandas(), dtype)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+
+    def rows_of(value_mask: np.ndarray) -> np.ndarray:
+        return np.searchsorted(starts, np.flatnonzero(value_mask), side="right") - 1
+
+    bad = np.zeros(len(lengths), dtype=bool)
+    if bad_key.any():
+        bad[rows_of(bad_key[index])] = True
+    skipped = 0
+    if missing.any():
+        skip = missing[index]
+        skipped = int(skip.sum())
+        lengths = lengths - np.bincount(rows_of(skip), minlength=len(lengths))
+        index = index[~skip]
+    return SequenceValues(keys.reset_index(drop=True), index, lengths, skipped, bad)
+
+
+def pad_last(ids: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Rows of ids (ids [V], the rows one after another; lengths [n]) -> [n, max_len] int64, each row's
+    last max_len ids left-aligned and padded with 0 at the end."""
+    kept = np.minimum(lengths, max_len)
+    filled = np.arange(max_len) < kept[:, None]  # [n, max_len]: the cells that get an id
+    out = np.zeros((lengths.size, max_len), dtype=np.int64)
+    if ids.size == 0:
+        return out
+    if int(lengths.max()) <= max_len:  # nothing to cut: the ids fill the cells in order
+        out[filled] = ids
+        return out
+    first = np.cumsum(lengths) - kept  # where each row's kept ids start in ``ids``
+    np.take(ids, first[:, None] + np.arange(max_len), mode="clip", out=out)  # every cell, clipped past the end
+    out[~filled] = 0
+    return out
+
+
+SEQUENCE_COUNTERS = ("rows", "values", "truncated_rows", "truncated_values", "oov", "empty_rows", "skipped_empty")
+
+
+class SequenceEncoder:
+    """Sequence cells -> [n, max_len] ids of a vocabulary (0 = padding, 1..n vocab, n + 1 = OOV).
+
+    vocab: the owner categorical field's encoder when the sequence shares its vocabulary
+    (``share_embedding``); then fitting adds this field's values to the owner's counts, and the owner
+    (fitted and finalized with the categorical fields) sets the ids. Otherwise the sequence's own one.
+    Counters since the last reset (``SEQUENCE_COUNTERS``): rows; values (non-empty, before
+    truncation); truncated_rows / truncated_values (rows longer than max_len / the oldest values they
+    lose); oov (written values mapped to OOV); empty_rows (no value); skipped_empty (empty values).
+    """
+
+    def __init__(self, name: str, max_len: int, separator: str = "|", min_count: int = 1, dtype: str = "str",
+                 shared: CategoricalEncoder | None = None) -> None:
+        if shared is not None and shared.dtype != dtype:
+            raise ValueError(f"sequence {name!r} (dtype {dtype}) cannot share the vocabulary of {shared.name!r} "
+                             f"(dtype {shared.dtype})")
+        self.name = name
+        self.max_len = int(max_len)
+        self.separator = separator
+        self.dtype = dtype
+        self.vocab = shared if shared is not None else CategoricalEncoder(name, min_count, dtype)
+        self.share_embedding = None if shared is None else shared.name
+        self.reset_counters()
+
+    @property
+    def fitted(self) -> bool:
+        return self.vocab.fitted
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the sequence's table region: the (owner's) padding + vocabulary + OOV."""
+        return self.vocab.vocab_size
+
+    @property
+    def oov_index(self) -> int:
+        return self.vocab.oov_index
+
+    def _values(self, values: pd.Series) -> SequenceValues:
+        out = sequence_values(values, self.separator, self.dtype, self.name)
+        if out.bad.any():
+            first = int(np.flatnonzero(out.bad)[0])
+            raise DataError(f"{int(out.bad.sum())} row(s) with a non-integer value in a sequence field with "
+                            "dtype int.", column=self.name, value=values.iloc[first],
+                            fix="clean the column, or set dtype: str to use the values as written.")
+        return out
+
+    def partial_fit(self, values: pd.Series) -> "SequenceEncoder":
+        """Add the value counts of one train chunk ([n] cells) to the vocabulary's counts."""
+        sv = self._values(values)
+        counts = pd.Series(np.bincount(sv.index, minlength=len(sv.keys)), index=pd.Index(sv.keys, dtype="str"))
+        counts = counts[counts > 0].groupby(level=0, sort=False).sum()  # dtype int: "07" and "7" are one key
+        self.vocab.add_counts(counts)
+        return self
+
+    def finalize(self) -> "SequenceEncoder":
+        """Build the vocabulary (its own; a shared one is finalized by its owner)."""
+        if self.share_embedding is None:
+            self.vocab.finalize()
+        return self
+
+    def transform(self, values: pd.Series) -> np.ndarray:
+        """[n] cells -> [n, max_len] int64 ids; updates the counters."""
+        sv = self._values(values)
+        ids = self.vocab.codes(sv.keys).astype(np.int64)[sv.index]
+        out = pad_last(ids, sv.lengths, self.max_len)
+        over = np.maximum(sv.lengths - self.max_len, 0)
+        self.n["rows"] += int(sv.lengths.size)
+        self.n["values"] += int(sv.lengths.sum())
+        self.n["truncated_rows"] += int(np.count_nonzero(over))
+        self.n["truncated_values"] += int(over.sum())
+        self.n["oov"] += int(np.count_nonzero(out == self.oov_index))
+        self.n["empty_rows"] += int(np.count_nonzero(sv.lengths == 0))
+        self.n["skipped_empty"] += sv.skipped
+        return out
+
+    def reset_counters(self) -> None:
+        self.n = dict.fromkeys(SEQUENCE_COUNTERS, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options, and the vocabulary unless shared (then the owner's name)."""
+        out = {"name": self.name, "max_len": self.max_len, "separator": self.separator, "dtype": self.dtype,
+               "share_embedding": self.share_embedding}
+        if self.share_embedding is None:
+            out["vocab"] = self.vocab.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], owners: dict[str, CategoricalEncoder]) -> "SequenceEncoder":
+        """Inverse of ``to_dict``; owners: the fitted categorical encoders by name."""
+        shared = None if d["share_embedding"] is None else owners[d["share_embedding"]]
+        enc = cls(d["name"], d["max_len"], d["separator"], dtype=d["dtype"], shared=shared)
+        if shared is None:
+            enc.vocab = CategoricalEncoder.from_dict(d["vocab"])
         return enc
 
 
@@ -296,14 +505,40 @@ class NumericEncoder:
         return enc
 
 
+class EncodedRows(tuple):
+    """What ``FeatureEncoders.transform`` returns: the pair (cat [n, Fc] int32, num [n, Fn] float32), so
+    ``cat, num = encoders.transform(df)`` reads it, with the sequences as ``.seq``: name ->
+    [n, max_len] int64."""
+
+    seq: dict[str, np.ndarray]
+
+    def __new__(cls, cat: np.ndarray, num: np.ndarray, seq: dict[str, np.ndarray]) -> "EncodedRows":
+        out = super().__new__(cls, (cat, num))
+        out.seq = seq
+        return out
+
+    @property
+    def cat(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def num(self) -> np.ndarray:
+        return self[1]
+
+
 class FeatureEncoders:
-    """All encoders of a schema's fields: categorical ones then numeric ones, in declaration order."""
+    """All encoders of a schema's fields: categorical, numeric and sequence ones, each in declaration order."""
 
     def __init__(self, fields: Sequence[FieldSpec]) -> None:
         self.fields = tuple(fields)
+        check_field_links(self.fields)
         self.categorical = [CategoricalEncoder(f.name, f.min_count, f.dtype) for f in self.fields
                             if f.type == "categorical"]
         self.numeric = [NumericEncoder(f.name, f.fill_na, f.norm) for f in self.fields if f.type == "numeric"]
+        owners = {e.name: e for e in self.categorical}
+        self.sequences = [SequenceEncoder(f.name, f.max_len, f.separator, f.min_count, f.dtype,
+                                          owners[f.share_embedding] if f.share_embedding else None)
+                          for f in self.fields if f.type == "sequence"]
         self._fitted = False
 
     @classmethod
@@ -313,7 +548,7 @@ class FeatureEncoders:
     @property
     def columns(self) -> list[str]:
         """Input columns the encoders read."""
-        return [e.name for e in self.categorical] + [e.name for e in self.numeric]
+        return [e.name for e in self.categorical] + [e.name for e in self.numeric] + [e.name for e in self.sequences]
 
     @property
     def fitted(self) -> bool:
@@ -325,12 +560,16 @@ class FeatureEncoders:
             enc.partial_fit(df[enc.name])
         for enc in self.numeric:
             enc.partial_fit(df[enc.name])
+        for enc in self.sequences:
+            enc.partial_fit(df[enc.name])
         return self
 
     def finalize(self) -> "FeatureEncoders":
         for enc in self.categorical:
             enc.finalize()
         for enc in self.numeric:
+            enc.finalize()
+        for enc in self.sequences:
             enc.finalize()
         self._fitted = True
         return self
@@ -341,8 +580,9 @@ class FeatureEncoders:
             self.partial_fit(df)
         return self.finalize()
 
-    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """DataFrame of n rows -> (cat [n, Fc] int32, num [n, Fn] float32)."""
+    def transform(self, df: pd.DataFrame) -> EncodedRows:
+        """DataFrame of n rows -> (cat [n, Fc] int32, num [n, Fn] float32) with ``.seq``: sequence name ->
+        [n, max_len] int64 (see ``EncodedRows``)."""
         if not self._fitted:
             raise RuntimeError("FeatureEncoders.transform before fit")
         n = len(df)
@@ -352,18 +592,28 @@ class FeatureEncoders:
         num = np.empty((n, len(self.numeric)), dtype=np.float32)
         for j, enc in enumerate(self.numeric):
             num[:, j] = enc.transform(df[enc.name])
-        return cat, num
+        return EncodedRows(cat, num, {enc.name: enc.transform(df[enc.name]) for enc in self.sequences})
 
     def feature_spec(self) -> FeatureSpec:
-        """FeatureSpec with each categorical field's vocab_size and the numeric field names."""
+        """FeatureSpec with each categorical field's vocab_size, the numeric field names and the sequences."""
+        fields = {f.name: f for f in self.fields}
+        sequences = []
+        for e in self.sequences:
+            f = fields[e.name]
+            attention = {} if f.pooling != "attention" else {"attention_units": tuple(f.attention_units),
+                                                             "attention_activation": f.attention_activation}
+            sequences.append(SequenceSpec(e.name, e.max_len, e.vocab_size, e.share_embedding, f.pooling, f.target,
+                                          **attention))
         return FeatureSpec(categorical=tuple((e.name, e.vocab_size) for e in self.categorical),
-                           numeric=tuple(e.name for e in self.numeric))
+                           numeric=tuple(e.name for e in self.numeric), sequences=tuple(sequences))
 
     # repair counters
     def counters(self) -> dict[str, dict[str, int]]:
-        """Repairs since the last reset: categorical {missing, oov}, numeric {filled_na}."""
+        """Repairs since the last reset: categorical {missing, oov}, numeric {filled_na}, sequence
+        ``SEQUENCE_COUNTERS``."""
         out: dict[str, dict[str, int]] = {e.name: {"missing": e.n_missing, "oov": e.n_oov} for e in self.categorical}
         out.update({e.name: {"filled_na": e.n_filled} for e in self.numeric})
+        out.update({e.name: dict(e.n) for e in self.sequences})
         return out
 
     def reset_counters(self) -> None:
@@ -371,6 +621,8 @@ class FeatureEncoders:
             e.n_missing = e.n_oov = 0
         for e in self.numeric:
             e.n_filled = 0
+        for e in self.sequences:
+            e.reset_counters()
 
     # persistence
     def to_dict(self) -> dict[str, Any]:
@@ -378,7 +630,8 @@ class FeatureEncoders:
             raise RuntimeError("FeatureEncoders.to_dict before fit")
         return {"version": ENCODERS_VERSION, "fields": [f.to_dict() for f in self.fields],
                 "categorical": [e.to_dict() for e in self.categorical],
-                "numeric": [e.to_dict() for e in self.numeric]}
+                "numeric": [e.to_dict() for e in self.numeric],
+                "sequences": [e.to_dict() for e in self.sequences]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoders":
@@ -387,6 +640,8 @@ class FeatureEncoders:
         out = cls([FieldSpec(**f) for f in d["fields"]])
         out.categorical = [CategoricalEncoder.from_dict(e) for e in d["categorical"]]
         out.numeric = [NumericEncoder.from_dict(e) for e in d["numeric"]]
+        owners = {e.name: e for e in out.categorical}
+        out.sequences = [SequenceEncoder.from_dict(e, owners) for e in d.get("sequences", [])]
         out._fitted = True
         return out
 

@@ -494,25 +494,59 @@ def _next_window(windows: Generator[tuple[bytes, bool], int, None], used: int | 
         raise _unreadable(path, e, line) from None
 
 
+def is_list(kind: pa.DataType) -> bool:
+    """Whether an Arrow type is a list (list, large_list or fixed_size_list)."""
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def _arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
+    """pandas dtype of a list column: kept in Arrow (no Python object per row)."""
+    return pd.ArrowDtype(kind) if is_list(kind) else None
+
+
 def _to_frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    return table.select(columns).to_pandas()
+    return table.select(columns).to_pandas(types_mapper=_arrow_lists)
 
 
-def _as_string_batch(batch: pa.RecordBatch, path: Path) -> pa.RecordBatch:
-    """Cast every column to string (booleans as 0/1 first); a column that has no text form (lists,
-    structs, maps) is a DataError naming it."""
+def string_lists(col: pa.Array) -> pa.Array | None:
+    """A list column as list<string> (large_list stays large; booleans as 0/1, numbers as text);
+    None when its items are not strings or numbers (a nested list, a struct)."""
+    item = col.type.value_type
+    if pa.types.is_boolean(item):
+        col, item = pc.cast(col, pa.list_(pa.int8())), pa.int8()
+    if not (pa.types.is_string(item) or pa.types.is_large_string(item) or pa.types.is_integer(item)
+            or pa.types.is_floating(item)):
+        return None
+    return pc.cast(col, pa.large_list(pa.string()) if pa.types.is_large_list(col.type) else pa.list_(pa.string()))
+
+
+def _as_string_batch(batch: pa.RecordBatch, path: Path, lists: frozenset[str]) -> pa.RecordBatch:
+    """Cast every column to string (booleans as 0/1 first), a list column of ``lists`` (sequence fields)
+    to a list of strings; any other column that has no text form (lists, structs, maps) is a DataError
+    naming it."""
     arrays = []
     for name, col in zip(batch.schema.names, batch.columns):
+        if name in lists and is_list(col.type):
+            strings = string_lists(col)
+            if strings is None:
+                raise DataError(f"the column has Parquet type {col.type}: the list of a sequence field must hold "
+                                "strings or numbers, one per value.", file=path, column=name,
+                                fix="write each row's values as one flat list (a nested list cannot be a "
+                                    "sequence).")
+            arrays.append(strings)
+            continue
         if pa.types.is_boolean(col.type):
             col = pc.cast(col, pa.int8())
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             try:
                 col = pc.cast(col, pa.string())
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as e:
+                fix = ("write one number or string per row in this column (flatten lists and structs into "
+                       "columns of their own)")
+                if is_list(col.type):
+                    fix += ", or declare the field type: sequence to read the list as its values"
                 raise DataError(f"the column has Parquet type {col.type}, which has no text form "
-                                f"({str(e).splitlines()[0]}).", file=path, column=name,
-                                fix="write one number or string per row in this column (flatten lists "
-                                    "and structs into columns of their own).") from None
+                                f"({str(e).splitlines()[0]}).", file=path, column=name, fix=fix + ".") from None
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
@@ -547,7 +581,8 @@ def _rebatch(parts: Iterable[tuple[pa.Table, np.ndarray]], chunk_rows: int, colu
                         fix="check that the file was written completely, or remove it from 'files'.")
 
 
-def _parquet_parts(path: Path, columns: list[str], chunk_rows: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _parquet_parts(path: Path, columns: list[str], chunk_rows: int,
+                   lists: frozenset[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
     line = 2
     batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
     while True:
@@ -557,19 +592,20 @@ def _parquet_parts(path: Path, columns: list[str], chunk_rows: int) -> Iterator[
             raise _unreadable(path, e, line) from None
         if batch is None:
             return
-        yield pa.Table.from_batches([_as_string_batch(batch, path)]), np.arange(line, line + batch.num_rows)
+        yield pa.Table.from_batches([_as_string_batch(batch, path, lists)]), np.arange(line, line + batch.num_rows)
         line += batch.num_rows
 
 
 def iter_chunks(path: str | Path, columns_as_str: list[str], chunk_rows: int = 262144,
-                fmt: Format | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
+                fmt: Format | None = None, list_columns: Iterable[str] = ()) -> Iterator[tuple[int, pd.DataFrame]]:
     """Stream the columns ``columns_as_str`` of a CSV or Parquet file as string columns.
 
     Yields (line number of the chunk's first row, DataFrame of at most ``chunk_rows``
     rows x len(columns_as_str) string columns); empty cells are "" (CSV) or missing
-    (Parquet nulls). Raises DataError for a missing/empty file, a missing column, or
-    (CSV) a malformed row, blank line, bad line end, unclosed quote or invalid UTF-8,
-    with its exact line.
+    (Parquet nulls). ``list_columns`` (sequence fields) may also be Parquet list columns of
+    strings or numbers, given as pandas ``ArrowDtype`` list<string> columns. Raises DataError for
+    a missing/empty file, a missing column, any other list column, or (CSV) a malformed row,
+    blank line, bad line end, unclosed quote or invalid UTF-8, with its exact line.
     """
     path = Path(path)
     if chunk_rows < 1:
@@ -582,7 +618,8 @@ def iter_chunks(path: str | Path, columns_as_str: list[str], chunk_rows: int = 2
                         column=missing[0], line=1, fix="add the column to the file or fix the dataset schema.")
     columns = list(columns_as_str)
     if fmt == "parquet":
-        yield from _rebatch(_parquet_parts(path, columns, chunk_rows), chunk_rows, columns, path)
+        yield from _rebatch(_parquet_parts(path, columns, chunk_rows, frozenset(list_columns)), chunk_rows,
+                            columns, path)
         return
     block_size = int(min(max(chunk_rows * 128, _MIN_BLOCK), 1 << 26))
     yield from _rebatch(_csv_parts(path, header, columns, offset, block_size), chunk_rows, columns, path)

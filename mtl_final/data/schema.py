@@ -17,10 +17,23 @@ A schema is usually written as YAML::
 (a funnel); a row with ``conversion = 1`` and ``visit = 0`` is invalid.
 
 ``files`` must name the splits train, valid and test (other splits may be added;
-they are encoded but not used by a run). ``dtype`` of a categorical field: "str"
-(default; each cell's text is a vocabulary key as written) or "int" (cells are
+they are encoded but not used by a run). ``dtype`` of a categorical or sequence field:
+"str" (default; each cell's text is a vocabulary key as written) or "int" (cells are
 parsed as integers, so "7", "07", "+7" and "7.0" are one value); of a numeric
 field: "float" (the default and only choice).
+
+A ``sequence`` field holds several values per row (a behaviour history, a tag list)::
+
+      - {name: item_id, type: categorical}
+      - {name: hist_items, type: sequence, separator: "|", max_len: 50, share_embedding: item_id,
+         pooling: attention, target: item_id}
+      - {name: genres, type: sequence, separator: " ", max_len: 6, pooling: mean}
+
+A CSV cell is split on ``separator`` (empty tokens are skipped); a Parquet column may also be a
+list. ``max_len`` (required) keeps the last values of a longer row. ``share_embedding`` names a
+categorical field whose vocabulary (fitted on both fields' train values) and embedding rows the
+sequence uses; ``pooling`` (mean, sum, max, attention) turns the embedded values into one vector;
+attention pooling weighs each value against the ``target`` field's embedding.
 """
 from __future__ import annotations
 
@@ -36,14 +49,21 @@ import yaml
 from ..config import YamlLoader
 from .errors import DataError
 
-FIELD_TYPES = ("categorical", "numeric")
+FIELD_TYPES = ("categorical", "numeric", "sequence")
 NORMS = ("none", "standard", "minmax", "log1p")
 FORMATS = ("csv", "parquet")
 DEFAULT_FILES = {"train": "train.csv", "valid": "valid.csv", "test": "test.csv"}
 REQUIRED_SPLITS = ("train", "valid", "test")
-DTYPES = {"categorical": ("str", "int"), "numeric": ("float",)}
+DTYPES = {"categorical": ("str", "int"), "numeric": ("float",), "sequence": ("str", "int")}
+POOLINGS = ("mean", "sum", "max", "attention")
+ATTENTION_ACTIVATIONS = ("sigmoid", "relu", "prelu")
+# keys of sequence fields only, with their defaults (None: required or, for the attention keys, only
+# with pooling: attention)
+SEQUENCE_DEFAULTS: dict[str, Any] = {"separator": "|", "max_len": None, "share_embedding": None,
+                                     "pooling": "mean", "target": None, "attention_units": (36,),
+                                     "attention_activation": "sigmoid"}
 
-_FIELD_KEYS = ("name", "type", "dtype", "min_count", "fill_na", "norm")
+_FIELD_KEYS = ("name", "type", "dtype", "min_count", "fill_na", "norm", *SEQUENCE_DEFAULTS)
 _TASK_KEYS = ("name", "label", "on")
 _TOP_KEYS = ("name", "files", "format", "fields", "tasks", "parent_tasks")
 
@@ -74,22 +94,34 @@ def _check_name(value: object, what: str) -> None:
 class FieldSpec:
     """One input column and its encoding.
 
-    type: "categorical" (mapped to a vocabulary index) or "numeric" (one float).
-    dtype: how cells are read; categorical "str" (default, the text as written) or "int"
-        (parsed as integers: "7", "07", "+7", "7.0" are one value); numeric "float" only.
-        None means the type's default.
-    min_count: categorical only; train values seen fewer times map to OOV.
+    type: "categorical" (mapped to a vocabulary index), "numeric" (one float) or "sequence"
+        (several vocabulary indices per row, padded to max_len).
+    dtype: how cells (a sequence's values) are read; categorical / sequence "str" (default, the
+        text as written) or "int" (parsed as integers: "7", "07", "+7", "7.0" are one value);
+        numeric "float" only. None means the type's default.
+    min_count: categorical, or a sequence with its own vocabulary; train values seen fewer times
+        map to OOV.
     fill_na: numeric only; value used for missing cells (None means 0.0).
     norm: numeric only; "none", "standard" (z-score), "minmax" or "log1p"
         (sign(x) * log1p(|x|)); statistics come from the train split.
+    separator, max_len, share_embedding, pooling, target, attention_units, attention_activation:
+        sequence only (see the module doc); None means the default (``SEQUENCE_DEFAULTS``) for a
+        sequence field, and must stay None for the other types.
     """
 
     name: str
-    type: Literal["categorical", "numeric"]
+    type: Literal["categorical", "numeric", "sequence"]
     min_count: int = 1
     fill_na: float | None = None
     norm: Literal["none", "standard", "minmax", "log1p"] = "none"
     dtype: Literal["str", "int", "float"] | None = None
+    separator: str | None = None
+    max_len: int | None = None
+    share_embedding: str | None = None
+    pooling: Literal["mean", "sum", "max", "attention"] | None = None
+    target: str | None = None
+    attention_units: tuple[int, ...] | None = None
+    attention_activation: Literal["sigmoid", "relu", "prelu"] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "field name")
@@ -119,24 +151,86 @@ class FieldSpec:
             object.__setattr__(self, "fill_na", float(self.fill_na))
         if self.norm not in NORMS:
             raise DataError(f"{where} has unknown norm {self.norm!r}.", fix=f"use one of {', '.join(NORMS)}.")
-        if self.type == "categorical":
+        if self.type != "numeric":
             if self.fill_na is not None:
-                raise DataError(f"{where} is categorical but sets fill_na (numeric only); "
-                                "missing categorical values map to the padding index 0.",
+                raise DataError(f"{where} is {self.type} but sets fill_na (numeric only); "
+                                "missing values map to the padding index 0.",
                                 fix="remove fill_na from this field.")
             if self.norm != "none":
-                raise DataError(f"{where} is categorical but sets norm={self.norm!r} (numeric only).",
+                raise DataError(f"{where} is {self.type} but sets norm={self.norm!r} (numeric only).",
                                 fix="remove norm from this field or make it numeric.")
         elif self.min_count != 1:
             raise DataError(f"{where} is numeric but sets min_count (categorical only).",
                             fix="remove min_count from this field.")
+        if self.type == "sequence":
+            self._check_sequence(where)
+        else:
+            given = [k for k in SEQUENCE_DEFAULTS if getattr(self, k) is not None]
+            if given:
+                raise DataError(f"{where} is {self.type} but sets {', '.join(given)} (sequence fields only).",
+                                fix=f"remove {', '.join(given)} from this field, or declare it type: sequence.")
+
+    def _check_sequence(self, where: str) -> None:
+        """Validate the sequence keys and fill in their defaults."""
+        if self.max_len is None:
+            raise DataError(f"{where} is a sequence without max_len.",
+                            fix="set max_len to the most values a row keeps (longer rows keep their last ones).")
+        if not _is_int(self.max_len) or self.max_len < 1:
+            raise DataError(f"{where}: max_len must be an integer >= 1, got {self.max_len!r}.",
+                            fix="set max_len to the most values a row keeps, e.g. 50.")
+        sep = SEQUENCE_DEFAULTS["separator"] if self.separator is None else self.separator
+        if not isinstance(sep, str) or not sep:
+            raise DataError(f"{where}: separator must be a non-empty string, got {self.separator!r}.",
+                            fix='set separator to the text between two values of a cell, e.g. "|".')
+        object.__setattr__(self, "separator", sep)
+        pooling = SEQUENCE_DEFAULTS["pooling"] if self.pooling is None else self.pooling
+        if pooling not in POOLINGS:
+            raise DataError(f"{where} has unknown pooling {self.pooling!r}.", fix=f"use one of {', '.join(POOLINGS)}.")
+        object.__setattr__(self, "pooling", pooling)
+        for key in ("share_embedding", "target"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip() or value == self.name):
+                raise DataError(f"{where}: {key} must name another field, got {value!r}.",
+                                fix=f"set {key} to the name of a categorical field.")
+        if self.share_embedding is not None and self.min_count != 1:
+            raise DataError(f"{where} shares the vocabulary of {self.share_embedding!r} but sets min_count "
+                            "(that field's min_count applies).",
+                            fix=f"remove min_count here, or set it on field {self.share_embedding!r}.")
+        attention = pooling == "attention"
+        if attention and self.target is None:
+            raise DataError(f"{where} has pooling attention but no target.",
+                            fix="set target to the categorical field each value is weighed against "
+                                "(the field whose vocabulary the sequence shares).")
+        if not attention:
+            given = [k for k in ("target", "attention_units", "attention_activation") if getattr(self, k) is not None]
+            if given:
+                raise DataError(f"{where} sets {', '.join(given)} but its pooling is {pooling} (attention only).",
+                                fix=f"remove {', '.join(given)}, or set pooling: attention.")
+            return
+        units = SEQUENCE_DEFAULTS["attention_units"] if self.attention_units is None else self.attention_units
+        if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__") or not units \
+                or not all(_is_int(u) and u >= 1 for u in units):
+            raise DataError(f"{where}: attention_units must be a non-empty list of integers >= 1, "
+                            f"got {self.attention_units!r}.", fix="set attention_units, e.g. [36].")
+        object.__setattr__(self, "attention_units", tuple(units))
+        act = SEQUENCE_DEFAULTS["attention_activation"] if self.attention_activation is None \
+            else self.attention_activation
+        if act not in ATTENTION_ACTIVATIONS:
+            raise DataError(f"{where} has unknown attention_activation {self.attention_activation!r}.",
+                            fix=f"use one of {', '.join(ATTENTION_ACTIVATIONS)}.")
+        object.__setattr__(self, "attention_activation", act)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every option spelled out, except a default dtype (so cache keys from before dtype existed hold)."""
+        """Every option spelled out, except a default dtype (so cache keys from before dtype existed hold);
+        the sequence keys for a sequence field only."""
         out = {"name": self.name, "type": self.type, "min_count": self.min_count,
                "fill_na": self.fill_na, "norm": self.norm}
         if self.dtype != DTYPES[self.type][0]:
             out["dtype"] = self.dtype
+        if self.type == "sequence":
+            out.update({k: getattr(self, k) for k in SEQUENCE_DEFAULTS})
+            if self.attention_units is not None:
+                out["attention_units"] = list(self.attention_units)
         return out
 
 
@@ -159,6 +253,42 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label, "on": self.on}
+
+
+def table_space(f: FieldSpec) -> str:
+    """The field whose vocabulary and embedding rows ``f`` uses: its share_embedding, else itself."""
+    return f.share_embedding or f.name
+
+
+def check_field_links(fields: tuple[FieldSpec, ...]) -> None:
+    """share_embedding and target of every sequence name a categorical field of the same table space;
+    a sequence sharing a vocabulary reads its values with the owner's dtype."""
+    by_name = {f.name: f for f in fields}
+    cats = [f.name for f in fields if f.type == "categorical"]
+    for f in fields:
+        if f.type != "sequence":
+            continue
+        for key in ("share_embedding", "target"):
+            other = getattr(f, key)
+            if other is None:
+                continue
+            if other not in by_name or by_name[other].type != "categorical":
+                what = "is not a declared field" if other not in by_name else f"is a {by_name[other].type} field"
+                close = difflib.get_close_matches(other, cats, n=1, cutoff=0.5)
+                raise DataError(f"field {f.name!r}: {key} {other!r} {what}; it must name a categorical field "
+                                f"(declared: {cats}).",
+                                fix=f"set {key}: {close[0]}." if close else f"name a categorical field in {key}.")
+        if f.target is not None and table_space(by_name[f.target]) != table_space(f):
+            space = f"the vocabulary of {f.share_embedding!r}" if f.share_embedding else "its own vocabulary"
+            raise DataError(f"field {f.name!r}: target {f.target!r} is not in the sequence's table space "
+                            f"(the sequence uses {space}); attention compares embeddings of one vocabulary.",
+                            fix=f"set share_embedding: {f.target} on {f.name!r}, or name as target the field "
+                                "whose vocabulary the sequence shares.")
+        owner = by_name.get(f.share_embedding) if f.share_embedding else None
+        if owner is not None and owner.dtype != f.dtype:
+            raise DataError(f"field {f.name!r} (dtype {f.dtype}) shares the vocabulary of {owner.name!r} "
+                            f"(dtype {owner.dtype}): their values would not match.",
+                            fix=f"set dtype: {owner.dtype} on {f.name!r}.")
 
 
 @dataclass(frozen=True)
@@ -219,6 +349,7 @@ class DatasetSchema:
         if leaked:
             raise DataError(f"columns {leaked} are both a feature field and a task label (label leak).",
                             fix="remove them from 'fields'.")
+        check_field_links(self.fields)
         by_name = {t.name: t for t in all_tasks}
         for t in all_tasks:
             if t.on is not None and t.on not in by_name:
@@ -243,6 +374,11 @@ class DatasetSchema:
     def numeric(self) -> tuple[FieldSpec, ...]:
         """Numeric fields in declaration order (the column order of ``Batch.num``)."""
         return tuple(f for f in self.fields if f.type == "numeric")
+
+    @property
+    def sequences(self) -> tuple[FieldSpec, ...]:
+        """Sequence fields in declaration order (the order of ``Batch.seq`` and of their pooled vectors)."""
+        return tuple(f for f in self.fields if f.type == "sequence")
 
     @property
     def label_columns(self) -> list[str]:

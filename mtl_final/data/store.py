@@ -6,7 +6,8 @@ chunk by chunk) into ``cache_dir/<name>-<key[:16]>/``::
 
     meta.json        key, schema, sources, row counts, dtypes, report
     encoders.json    fitted FeatureEncoders
-    <split>/<field>.bin          int32 (categorical) or float32 (numeric), one value per row
+    <split>/<field>.bin          int32 (categorical) or float32 (numeric), one value per row;
+                                 int32 [rows, max_len] in row-major order (sequence)
     <split>/label__<column>.bin  float32 0/1
 
 Later calls with the same schema, options and unchanged source files (path, size,
@@ -30,13 +31,14 @@ import pandas as pd
 import torch
 
 from . import reader
-from .encoders import FeatureEncoders, categorical_keys, parse_numeric
+from .encoders import FeatureEncoders, categorical_keys, parse_numeric, sequence_values
 from .errors import DataError
 from .features import FeatureSpec
 from .schema import DatasetSchema, FieldSpec, TaskSpec
 
 CACHE_VERSION = 1
 CAT_DTYPE = np.dtype("<i4")
+SEQ_DTYPE = np.dtype("<i4")
 NUM_DTYPE = np.dtype("<f4")
 LABEL_DTYPE = np.dtype("<f4")
 LABEL_ONE = ("1", "1.0")
@@ -44,16 +46,19 @@ LABEL_ZERO = ("0", "0.0")
 FUNNEL_FIX = ("correct those rows, or set data.invalid_funnel_rows=drop to drop them "
               "(they are then counted in the report).")
 _MAX_LINES = 5
+_TOTALS = ("rows", "values")  # sequence counts that are sizes, not repairs: left out of the summary
 
 
 # ----------------------------------------------------------------------------- split views
 @dataclass
 class TensorSplit:
-    """A split in RAM: cat [N, Fc] int64, num [N, Fn] float32, labels task -> [N] float32."""
+    """A split in RAM: cat [N, Fc] int64, num [N, Fn] float32, labels task -> [N] float32,
+    seq sequence field -> [N, max_len] int32 (``BatchLoader`` makes each batch's int64)."""
 
     cat: torch.Tensor
     num: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    seq: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -66,7 +71,8 @@ class TensorSplit:
 @dataclass
 class SplitArrays:
     """Memory-mapped columns of one split: cat / num are per-field [N] arrays
-    (int32 / float32) in FeatureSpec order; labels maps label column -> [N] float32."""
+    (int32 / float32) in FeatureSpec order; labels maps label column -> [N] float32;
+    seq maps sequence field -> [N, max_len] int32."""
 
     name: str
     n_rows: int
@@ -75,9 +81,11 @@ class SplitArrays:
     cat: tuple[np.ndarray, ...]
     num: tuple[np.ndarray, ...]
     labels: dict[str, np.ndarray]
+    seq: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_tensors(self, task_labels: dict[str, str]) -> TensorSplit:
-        """Copy into RAM: cat [N, Fc] int64, num [N, Fn] float32, labels task -> [N] float32.
+        """Copy into RAM: cat [N, Fc] int64, num [N, Fn] float32, labels task -> [N] float32,
+        seq field -> [N, max_len] int32.
 
         task_labels: task name -> label column (e.g. ``store.task_labels``).
         """
@@ -93,7 +101,8 @@ class SplitArrays:
                 raise KeyError(f"label column {column!r} of task {task!r} is not in the cache of split "
                                f"{self.name!r} (cached: {sorted(self.labels)})")
             labels[task] = torch.from_numpy(np.array(self.labels[column], dtype=np.float32))
-        return TensorSplit(torch.from_numpy(cat), torch.from_numpy(num), labels)
+        seq = {name: torch.from_numpy(np.array(ids, dtype=np.int32)) for name, ids in self.seq.items()}
+        return TensorSplit(torch.from_numpy(cat), torch.from_numpy(num), labels, seq)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -141,6 +150,20 @@ def _validate_numeric(df: pd.DataFrame, columns: list[str], line0: int, problems
         problems.add(col, "numeric", bad, line0, raw, "non-numeric (or infinite) value in a numeric field.",
                      "clean the column, or declare the field as categorical in the dataset schema.")
         df[col] = x
+
+
+def _validate_sequences(df: pd.DataFrame, fields: list[FieldSpec], line0: int, problems: _Problems) -> None:
+    """Record rows of sequence fields with dtype int holding a value that is not an integer (df is not
+    changed)."""
+    for f in fields:
+        if f.dtype == "str":
+            continue
+        raw = df[f.name]
+        bad = sequence_values(raw, f.separator, f.dtype, f.name).bad
+        problems.add(f.name, "sequence", bad, line0, raw,
+                     f"a value of a sequence field with dtype {f.dtype} is not an integer.",
+                     "clean the column, or set dtype: str on the field in the dataset schema "
+                     "to use the values as written.")
 
 
 def _validate_categorical(df: pd.DataFrame, fields: list[FieldSpec], line0: int, problems: _Problems) -> None:
@@ -192,6 +215,11 @@ def _source_info(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _sequence_widths(schema: DatasetSchema) -> dict[str, int]:
+    """max_len of every sequence field: the width of its [rows, max_len] file."""
+    return {f.name: f.max_len for f in schema.sequences}
+
+
 def cache_key(schema: DatasetSchema, invalid_funnel_rows: str, sources: dict[str, Path]) -> str:
     """sha256 over the canonical schema, options, CACHE_VERSION and each source's path/size/mtime."""
     payload = {"schema": schema.to_dict(), "invalid_funnel_rows": invalid_funnel_rows,
@@ -208,7 +236,7 @@ def _summary(name: str, meta: dict[str, Any], path: Path, seconds: float, built:
     for split, rep in meta["report"]["splits"].items():
         notes = [f"dropped {n:,} ({reason})" for reason, n in rep["rows_dropped"].items() if n]
         for fname, counts in rep["fields"].items():
-            notes += [f"{fname} {kind} {n:,}" for kind, n in counts.items() if n]
+            notes += [f"{fname} {kind} {n:,}" for kind, n in counts.items() if n and kind not in _TOTALS]
         if notes:
             parts.append(f"  {split}: " + ", ".join(notes))
     return "\n".join(parts)
@@ -235,7 +263,8 @@ class EncodedStore:
     @property
     def report(self) -> dict[str, Any]:
         """Per split: file, rows_read, rows_kept, rows_dropped {reason: n}, positives {label: n},
-        fields {categorical: {missing, oov} | numeric: {filled_na}}."""
+        fields {categorical: {missing, oov} | numeric: {filled_na} | sequence: {rows, values,
+        truncated_rows, truncated_values, oov, empty_rows, skipped_empty}}."""
         return self.meta["report"]
 
     @property
@@ -269,16 +298,19 @@ class EncodedStore:
             info = self.meta["splits"][name]
             n = int(info["n_rows"])
 
-            def mm(rel: str, dtype: np.dtype) -> np.ndarray:
+            def mm(rel: str, dtype: np.dtype, width: int | None = None) -> np.ndarray:
+                shape = (n,) if width is None else (n, width)
                 if n == 0:
-                    return np.zeros(0, dtype=dtype)
-                return np.memmap(self.path / rel, dtype=dtype, mode="r", shape=(n,))
+                    return np.zeros(shape, dtype=dtype)
+                return np.memmap(self.path / rel, dtype=dtype, mode="r", shape=shape)
 
+            widths = _sequence_widths(self.schema)
             self._splits[name] = SplitArrays(
                 name, n, tuple(info["cat"]), tuple(info["num"]),
                 tuple(mm(rel, CAT_DTYPE) for rel in info["cat"].values()),
                 tuple(mm(rel, NUM_DTYPE) for rel in info["num"].values()),
                 {col: mm(rel, LABEL_DTYPE) for col, rel in info["labels"].items()},
+                {col: mm(rel, SEQ_DTYPE, widths[col]) for col, rel in info.get("seq", {}).items()},
             )
         return self._splits[name]
 
@@ -357,12 +389,16 @@ class EncodedStore:
             meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
             if meta.get("key") != key or meta.get("cache_version") != CACHE_VERSION:
                 return None
+            widths = _sequence_widths(schema)
             for info in meta["splits"].values():
                 size = int(info["n_rows"]) * 4
                 for group in ("cat", "num", "labels"):
                     for rel in info[group].values():
                         if (path / rel).stat().st_size != size:
                             return None
+                for col, rel in info.get("seq", {}).items():
+                    if (path / rel).stat().st_size != size * widths[col]:
+                        return None
             encoders = FeatureEncoders.load(path / "encoders.json")
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -388,7 +424,8 @@ def _build(schema: DatasetSchema, sources: dict[str, Path], out: Path, key: str,
 
 @dataclass(frozen=True)
 class _Layout:
-    """The columns a build reads (categorical, numeric, label) and the .bin file of each in a split folder."""
+    """The columns a build reads (categorical, numeric, label, sequence) and the .bin file of each in a
+    split folder."""
 
     cat: list[str]
     num: list[str]
@@ -396,25 +433,34 @@ class _Layout:
     cat_files: list[str]
     num_files: list[str]
     label_files: list[str]
+    seq: list[str]
+    seq_files: list[str]
 
     @classmethod
     def of(cls, schema: DatasetSchema) -> "_Layout":
         cat = [f.name for f in schema.categorical]
         num = [f.name for f in schema.numeric]
+        seq = [f.name for f in schema.sequences]
         labels = schema.label_columns
-        cat_files, num_files = _file_names(cat, ""), _file_names(num, "")
+        cat_files, num_files, seq_files = _file_names(cat, ""), _file_names(num, ""), _file_names(seq, "")
         label_files = _file_names(labels, "label__")
-        every = cat_files + num_files + label_files
+        every = cat_files + num_files + label_files + seq_files
         if len(set(every)) < len(every):  # two columns would share a file: number them
             cat_files = [f"cat{j}.bin" for j in range(len(cat))]
             num_files = [f"num{j}.bin" for j in range(len(num))]
             label_files = [f"label{j}.bin" for j in range(len(labels))]
-        return cls(cat, num, labels, cat_files, num_files, label_files)
+            seq_files = [f"seq{j}.bin" for j in range(len(seq))]
+        return cls(cat, num, labels, cat_files, num_files, label_files, seq, seq_files)
+
+    @property
+    def features(self) -> list[str]:
+        """The feature columns: categorical, numeric, sequence."""
+        return self.cat + self.num + self.seq
 
     @property
     def needed(self) -> list[str]:
-        """Every column the build reads, categorical then numeric then labels."""
-        return self.cat + self.num + self.labels
+        """Every column the build reads: the features, then the labels."""
+        return self.features + self.labels
 
 
 def _check_headers(schema: DatasetSchema, sources: dict[str, Path], fmts: dict[str, str], layout: _Layout) -> None:
@@ -444,9 +490,10 @@ def _fit_encoders(schema: DatasetSchema, train: Path, fmt: str, layout: _Layout,
     problems = _Problems(train)
 
     def train_chunks():
-        for line0, df in reader.iter_chunks(train, layout.cat + layout.num, chunk_rows, fmt):
+        for line0, df in reader.iter_chunks(train, layout.features, chunk_rows, fmt, layout.seq):
             _validate_categorical(df, list(schema.categorical), line0, problems)
             _validate_numeric(df, layout.num, line0, problems)
+            _validate_sequences(df, list(schema.sequences), line0, problems)
             if not problems:  # after a bad cell keep scanning to count them all, fit nothing more
                 yield df
 
@@ -470,8 +517,9 @@ class _SplitFiles:
         self.cat = {c: f"{split}/{f}" for c, f in zip(layout.cat, layout.cat_files)}
         self.num = {c: f"{split}/{f}" for c, f in zip(layout.num, layout.num_files)}
         self.labels = {c: f"{split}/{f}" for c, f in zip(layout.labels, layout.label_files)}
-        self.handles = {rel: open(out / rel, "wb")
-                        for rel in [*self.cat.values(), *self.num.values(), *self.labels.values()]}
+        self.seq = {c: f"{split}/{f}" for c, f in zip(layout.seq, layout.seq_files)}
+        self.handles = {rel: open(out / rel, "wb") for rel in
+                        [*self.cat.values(), *self.num.values(), *self.labels.values(), *self.seq.values()]}
 
     def __enter__(self) -> "_SplitFiles":
         return self
@@ -480,18 +528,22 @@ class _SplitFiles:
         for fh in self.handles.values():
             fh.close()
 
-    def append(self, cat: np.ndarray, num: np.ndarray, labels: dict[str, np.ndarray]) -> None:
-        """Append encoded rows: cat [n, Fc], num [n, Fn], labels column -> [n] float32."""
+    def append(self, cat: np.ndarray, num: np.ndarray, labels: dict[str, np.ndarray],
+               seq: dict[str, np.ndarray]) -> None:
+        """Append encoded rows: cat [n, Fc], num [n, Fn], labels column -> [n] float32,
+        seq field -> [n, max_len]."""
         for j, c in enumerate(self.layout.cat):
             np.ascontiguousarray(cat[:, j], dtype=CAT_DTYPE).tofile(self.handles[self.cat[c]])
         for j, c in enumerate(self.layout.num):
             np.ascontiguousarray(num[:, j], dtype=NUM_DTYPE).tofile(self.handles[self.num[c]])
         for c in self.layout.labels:
             labels[c].astype(LABEL_DTYPE, copy=False).tofile(self.handles[self.labels[c]])
+        for c in self.layout.seq:
+            np.ascontiguousarray(seq[c], dtype=SEQ_DTYPE).tofile(self.handles[self.seq[c]])
 
     def meta(self, n_rows: int) -> dict[str, Any]:
         """The split's entry in meta.json: row count and column -> relative file, per group."""
-        return {"n_rows": n_rows, "cat": self.cat, "num": self.num, "labels": self.labels}
+        return {"n_rows": n_rows, "cat": self.cat, "num": self.num, "labels": self.labels, "seq": self.seq}
 
 
 def _encode_split(schema: DatasetSchema, encoders: FeatureEncoders, layout: _Layout,
@@ -505,10 +557,11 @@ def _encode_split(schema: DatasetSchema, encoders: FeatureEncoders, layout: _Lay
     dropped = {f"invalid_funnel: {t.name} ({t.label}=1) on {p.name} ({p.label}=0)": 0 for t, p in edges}
     positives = {c: 0 for c in layout.labels}
     with _SplitFiles(out, split, layout) as files:
-        for line0, df in reader.iter_chunks(path, layout.needed, chunk_rows, fmt):
+        for line0, df in reader.iter_chunks(path, layout.needed, chunk_rows, fmt, layout.seq):
             rows_read += len(df)
             _validate_categorical(df, list(schema.categorical), line0, problems)
             _validate_numeric(df, layout.num, line0, problems)
+            _validate_sequences(df, list(schema.sequences), line0, problems)
             labels = _parse_labels(df, layout.labels, line0, problems)
             keep = _funnel_keep(len(df), edges, labels, line0, invalid_funnel_rows, dropped, problems)
             if problems:
@@ -516,8 +569,8 @@ def _encode_split(schema: DatasetSchema, encoders: FeatureEncoders, layout: _Lay
             if not keep.all():
                 df = df.loc[keep]
                 labels = {c: y[keep] for c, y in labels.items()}
-            cat, num = encoders.transform(df)
-            files.append(cat, num, labels)
+            rows = encoders.transform(df)
+            files.append(rows.cat, rows.num, labels, rows.seq)
             for c in layout.labels:
                 positives[c] += int((labels[c] == 1).sum())
             rows_kept += len(df)
@@ -556,6 +609,6 @@ def _meta(schema: DatasetSchema, key: str, invalid_funnel_rows: str, sources: di
         "invalid_funnel_rows": invalid_funnel_rows,
         "sources": {s: _source_info(p) for s, p in sources.items()},
         "splits": splits_meta,
-        "dtypes": {"cat": CAT_DTYPE.str, "num": NUM_DTYPE.str, "label": LABEL_DTYPE.str},
+        "dtypes": {"cat": CAT_DTYPE.str, "num": NUM_DTYPE.str, "label": LABEL_DTYPE.str, "seq": SEQ_DTYPE.str},
         "report": report,
     }

@@ -118,7 +118,8 @@ class Trainer:
         distributed.sync_buffers(self.model, self.dist)
         lo, hi = distributed.shard_bounds(data.n_rows, self.dist.rank, self.dist.world_size)
         if (lo, hi) != (0, data.n_rows):
-            data = TensorSplit(data.cat[lo:hi], data.num[lo:hi], {t: y[lo:hi] for t, y in data.labels.items()})
+            data = TensorSplit(data.cat[lo:hi], data.num[lo:hi], {t: y[lo:hi] for t, y in data.labels.items()},
+                               {n: s[lo:hi] for n, s in data.seq.items()})
         chunks: dict[str, list[torch.Tensor]] = {}
         for batch in BatchLoader(data, self.t["eval_batch_size"], shuffle=False):
             with cpu_matmul.scope(self.device), self.autocast():

@@ -7,7 +7,9 @@ layout from ``RUN_DIR/encoders.json`` (the encoders fitted on the run's train sp
 and the weights from ``RUN_DIR/best.pt``; it runs in eval mode on the CPU. The input is streamed
 chunk by chunk; the output has one row per input row, in input order, with the ``--keep`` columns
 (copied verbatim, as text) followed by ``p_<name>`` for every probability the model outputs
-(e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input.
+(e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input. A run trained with
+``calibration`` scores through its ``calibration.json``: p_<task> calibrated, p_ctcvr the product of the
+calibrated parts.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mtl_final import kernels
+from mtl_final.calibration import calibrated_model
 from mtl_final.config import ConfigError, load_config
 from mtl_final.data import reader
 from mtl_final.data.encoders import FeatureEncoders
@@ -226,6 +229,7 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     if not output_path.name.lower().endswith((".csv", ".parquet", ".pq")):
         raise ValueError(f"--out {output_path}: name the output *.csv or *.parquet")
     model, encoders, _ = load_run_model(run_dir)
+    model = calibrated_model(model, run_dir)  # p_<task> through the run's calibration.json, if it has one
     keep = list(dict.fromkeys(keep))
     num_cols = [e.name for e in encoders.numeric]
     features = encoders.columns

@@ -181,6 +181,9 @@ SPEC = Section("run config", {
     "seed": Key(2021, "seeds torch, numpy, python and the batch shuffle", bounds=(0, 2**32 - 1),  # numpy's seeds
                 aliases=("random_seed",)),
     "tasks": Key(None, "tasks to train (null = every task of the dataset schema)", proto=["task"]),
+    "calibration": Key("none", "after training, each task's probability through a calibrator fitted on valid: "
+                               "isotonic, or platt σ(a·logit p + b); ctcvr = product",
+                       choices=("none", "isotonic", "platt")),
     "data": Section("dataset files and the funnel simulator", {
         "schema": Key(None, "path to the dataset schema YAML", proto="path", path=True),
         "root": Key(None, "folder holding the train, valid and test files", proto="path", path=True,

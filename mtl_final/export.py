@@ -15,7 +15,8 @@ Each input exists only where the model has such fields. Outputs: ``p_<name>`` fl
 every probability the model returns (e.g. p_ctr, p_cvr, p_ctcvr), and ``invalid_ids`` int64 [batch],
 the number of the row's categorical ids outside their field's vocabulary [0, vocab_size). Such an id
 is scored as its field's OOV id; the eager model refuses them, a serving graph cannot raise, so it
-counts them. The batch axis is dynamic.
+counts them. The batch axis is dynamic. A run trained with ``calibration`` (its calibration.json) gets
+its calibration inside the graph: p_<task> calibrated, p_ctcvr the product of the calibrated parts.
 
 With ``--raw-inputs`` it also writes ``model_raw.onnx``: the same model behind the run's encoders as
 ONNX operators (mtl_final/onnx_encoders.py), taking one raw input per field (string or float64) and
@@ -26,7 +27,10 @@ rows and on one row, and compared with the PyTorch model; an export further from
 max(atol, 2 x the PyTorch model's own float32 error against float64) is refused. The raw graph is
 checked on raw rows (vocabulary values, missing cells, unseen values) against
 ``FeatureEncoders.transform`` followed by the PyTorch model: the encoded ids must be equal, the
-probabilities within the same tolerance.
+probabilities within the same tolerance. Both checks compare the model's own probabilities; the
+calibration is then added to each graph and checked apart: on the same rows, every calibrated output must
+equal ``Calibration.apply`` of the graph's own probabilities within 1e-6 (a steep isotonic segment
+magnifies the float32 difference between onnxruntime and PyTorch, which the first check bounds).
 Needs the ``export`` extra: ``pip install -e ".[export]"`` (onnx, onnxscript, onnxruntime).
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtl_final.calibration import calibrate_onnx_file, load_calibration
 from mtl_final.config import ConfigError
 from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
@@ -313,13 +318,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
     raw_inputs=True also writes model_raw.onnx (see export_raw_onnx).
 
     Nothing in out_dir changes unless the export passes its check. Raises FileNotFoundError /
-    ConfigError for an unusable run directory, ExportError as export_onnx does."""
+    ConfigError for an unusable run directory, ExportError as export_onnx does, ValueError where the
+    run's calibration does not fit the graph (calibrate_onnx_file)."""
     run_dir = Path(run_dir)
     out_dir = export_dir(run_dir, out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; name a folder for the export")
     _require_exporter()
     model, encoders, cfg = load_run_model(run_dir)
+    calibration = load_calibration(run_dir)  # None: the run serves its model's own probabilities
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
@@ -332,6 +339,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
                 graph_doc["raw_inputs"] = export_raw_onnx(model, encoders, work / "model.onnx", work / "model_raw.onnx",
                                                           graph_doc["check"]["tolerance"], check_rows)
                 files.insert(1, "model_raw.onnx")
+            if calibration is not None:  # into the checked graphs; the check rows again, to check it
+                sizes, features = graph_doc["check"]["rows"], encoders.feature_spec()
+                feeds = {"model.onnx": [dict(zip(graph_doc["inputs"], sample_inputs(features, n, seed=n)))
+                                        for n in sizes]}
+                if raw_inputs:
+                    feeds["model_raw.onnx"] = [sample_raw_rows(encoders, n, seed=n) for n in sizes]
+                graph_doc["calibration"] = {"method": calibration.method, "check": {
+                    name: calibrate_onnx_file(work / name, calibration, PREFIX, rows, _onnx_session)
+                    for name, rows in feeds.items()}}
         except ExportError as e:
             raise ExportError(f"{run_dir}: {e}; {out_dir} was left as it was") from e
         manifest = {
@@ -340,6 +356,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
             "opset": opset,
             "run": str(run_dir),
             "model": cfg["model"]["name"],
+            "calibration": "none",
             **graph_doc,
             "encoders": "encoders.json",
             "encode_with": "mtl_final.data.encoders.FeatureEncoders.load('encoders.json').transform(df)",

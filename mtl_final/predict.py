@@ -9,7 +9,8 @@ chunk by chunk; the output has one row per input row, in input order, with the `
 (copied verbatim, as text) followed by ``p_<name>`` for every probability the model outputs
 (e.g. p_ctr, p_cvr, p_ctcvr). Label columns are not needed in the input. Sequence fields are read
 as the training data was (cells split on their separator, or Parquet lists) and encoded with the
-run's vocabularies.
+run's vocabularies. A run trained with ``calibration`` scores through its ``calibration.json``:
+p_<task> calibrated, p_ctcvr the product of the calibrated parts.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mtl_final import kernels
+from mtl_final.calibration import calibrated_model
 from mtl_final.config import ConfigError, load_config
 from mtl_final.data import reader
 from mtl_final.data.encoders import FeatureEncoders
@@ -247,6 +249,7 @@ def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path
     if not output_path.name.lower().endswith((".csv", ".parquet", ".pq")):
         raise ValueError(f"--out {output_path}: name the output *.csv or *.parquet")
     model, encoders, _ = load_run_model(run_dir)
+    model = calibrated_model(model, run_dir)  # p_<task> through the run's calibration.json, if it has one
     keep = list(dict.fromkeys(keep))
     num_cols = [e.name for e in encoders.numeric]
     features = encoders.columns

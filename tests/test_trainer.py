@@ -115,7 +115,7 @@ def test_single_task_cli_run_writes_documented_files_and_reproduces(tmp_path):
                        "tasks=[ctr]", "model.num_blocks=2", "model.kd=true"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) == {"ctr"} and set(metrics["valid"]) == {"ctr"}
-    assert {"auc", "logloss"} <= set(metrics["test"]["ctr"])
+    assert {"auc", "logloss", "pcoc", "ece"} <= set(metrics["test"]["ctr"])
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 3 and metrics["train_seconds"] > 0
     for name in ("config.yaml", "encoders.json", "best.pt", "last.pt"):
         assert (out / name).is_file(), name
@@ -140,7 +140,8 @@ def test_multitask_cli_run_has_per_task_entries_and_scalars(tmp_path):
     assert metrics["test"]["cvr"]["rows"] == clicked and metrics["test"]["ctcvr"]["rows"] == 200
     events = EventAccumulator(str(out)).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"valid/ctr/auc", "valid/cvr/auc", "valid/ctcvr/auc", "lr", "train/loss"} <= tags
+    assert {"valid/ctr/auc", "valid/cvr/auc", "valid/ctcvr/auc", "lr", "train/loss",
+            "valid/ctr/pcoc", "valid/cvr/ece", "valid/ctcvr/pcoc"} <= tags
     assert any(tag.startswith("train/loss_kd") for tag in tags)
 
 

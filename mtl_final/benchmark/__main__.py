@@ -158,9 +158,9 @@ def main(argv: Sequence[str] | None = None, entry: str | Sequence[str] | None = 
             f"{len(failed)} failed")
     try:
         if grid:
-            path = report.write_grid_report(title, args.out, command=command, log=log)
+            path = report.write_grid_report(title, args.out, command=command, log=log, runs_dir=args.runs_dir)
         else:
-            path = report.write_report(title, args.out, command=command, log=log)
+            path = report.write_report(title, args.out, command=command, log=log, runs_dir=args.runs_dir)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

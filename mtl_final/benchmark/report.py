@@ -6,11 +6,16 @@ t-test of FINAL(2B)+KD against the strongest baseline, and the commands. Multi-t
 column, the test loglosses, the difference of each variant to the model's mlp variant, and the
 commands.
 
+Both end with a calibration table (:func:`_calibration`): mean ± std over seeds of the test PCOC
+(Σp / Σy) and ECE of every run, read from the runs' metrics.json under ``runs_dir`` (the results CSV
+layout stays as it is); a run trained with ``calibration`` adds a row of its uncalibrated outputs.
+
 Everything after the ``<!-- notes -->`` marker line of an existing report is hand-written and is
 kept verbatim when the report is rewritten.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -31,7 +36,9 @@ from mtl_final.benchmark.runner import (
     csv_path,
     is_final_family,
     read_rows,
+    run_dir_of,
 )
+from mtl_final.train.metrics import ECE_BINS
 
 NOTES_MARKER = "<!-- notes -->"
 FLAG_THRESHOLD = 0.5  # AUC points ×100
@@ -219,6 +226,62 @@ def _family_line(stats: dict[str, ModelStats]) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------------------- calibration
+
+# (metrics.json entry, the table's "outputs" cell): what the run serves, then a calibrated run's raw outputs
+CALIBRATION_ENTRIES = (("test", "as served"), ("test_uncalibrated", "uncalibrated"))
+
+
+def _run_metrics(path: Path, log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """A run's metrics.json, or None when it is missing or unreadable (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if log:
+            log(f"warning: {path} unreadable, left out of the calibration table ({exc})")
+        return None
+
+
+def _calibration(groups: dict[tuple[str, ...], list[Path]], key_heads: Sequence[str], tasks: Sequence[str] | None,
+                 runs_dir: str | Path | None, log: Callable[[str], None] | None) -> list[str]:
+    """The calibration section: per group (the key cells) and entry of CALIBRATION_ENTRIES, n runs and
+    mean ± std of test PCOC and ECE per task (tasks None: each run's own task, as the CSV row's)."""
+    lines = ["## Calibration", ""]
+    if runs_dir is None:
+        return lines + ["Not shown: the report was written without the run directories (runs_dir)."]
+    lines += [f"Test PCOC (Σp / Σy; 1 = as many predicted as observed, 1.2 = a 20% overbid) and ECE ({ECE_BINS} "
+              f"equal-mass bins) of each run's metrics.json under `{runs_dir}`; mean ± sample std over the runs "
+              "found. Runs trained with `calibration` serve calibrated outputs; their raw ones follow as "
+              "`uncalibrated`.", ""]
+    heads = [f"test{'' if t is None else ' ' + t} {metric}{' (clicked rows)' if t == 'cvr' else ''}"
+             for t in (tasks or [None]) for metric in ("PCOC", "ECE")]
+    rows = []
+    for key, dirs in groups.items():
+        found = [m for m in (_run_metrics(d / "metrics.json", log) for d in dirs) if m]
+        for entry, label in CALIBRATION_ENTRIES:
+            runs = [m[entry] for m in found if isinstance(m.get(entry), dict)]
+            if not runs:
+                continue
+            cells = []
+            for t in tasks or [None]:
+                per_task = [r.get(t or _run_task(r), {}) for r in runs]
+                for metric, digits in (("pcoc", 3), ("ece", 4)):
+                    values = [v[metric] for v in per_task if v.get(metric) is not None]
+                    cells.append(format_mean_std(values, 1, digits) if values else "–")
+            rows.append(f"| {' | '.join(key)} | {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return lines + ["No run directory with PCOC / ECE found."]
+    return lines + ["| " + " | ".join([*key_heads, "outputs", "n", *heads]) + " |",
+                    "|" + "---|" * (len(key_heads) + 1) + "---:|" * (1 + len(heads))] + rows
+
+
+def _run_task(test: dict[str, Any]) -> str:
+    """The task a single-task CSV row reports (runner.metrics_row): ctr, or the run's only task."""
+    return next(iter(test)) if "ctr" not in test and len(test) == 1 else "ctr"
+
+
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -275,8 +338,10 @@ def _commands(out_dir: str | Path, dataset: str, current: str | None) -> list[st
 
 
 def render_report(dataset: str, rows: Sequence[dict[str, Any]], out_dir: str | Path = "results",
-                  command: str | None = None, log: Callable[[str], None] | None = None) -> str:
-    """The generated part of the report (everything above the notes marker)."""
+                  command: str | None = None, log: Callable[[str], None] | None = None,
+                  runs_dir: str | Path | None = None) -> str:
+    """The generated part of the report (everything above the notes marker); the calibration table reads
+    the runs' metrics.json under ``runs_dir`` (none without it)."""
     stats = summarize(rows, log)
     src = csv_path(out_dir, dataset)
     lines = [
@@ -301,6 +366,9 @@ def render_report(dataset: str, rows: Sequence[dict[str, Any]], out_dir: str | P
         lines += ["", "Public BARS runs of the best FINAL configs (seed 2021, test AUC ×100 / logloss): "
                   + "; ".join(f"{m} {a * 100:.4f} / {ll:.6f}" for m, (a, ll) in bars.items()) + "."]
     lines += [""] + _intervals(stats) + [""] + _significance(stats) + [""] + _family_line(stats) + [""]
+    groups = {(s.model,): [run_dir_of(runs_dir, dataset, s.model, seed) for seed in s.seeds] for s in stats.values()} \
+        if runs_dir is not None else {}
+    lines += _calibration(groups, ["model"], None, runs_dir, log) + [""]
     lines += _commands(out_dir, dataset, command) + [""]
     return "\n".join(lines)
 
@@ -325,10 +393,12 @@ def _write_keeping_notes(path: Path, generated: str) -> Path:
 
 
 def write_report(dataset: str, out_dir: str | Path = "results", command: str | None = None,
-                 log: Callable[[str], None] | None = print) -> Path:
-    """(Re)write ``<out_dir>/<dataset>.md`` from the CSV, keeping the notes below the marker."""
+                 log: Callable[[str], None] | None = print, runs_dir: str | Path | None = None) -> Path:
+    """(Re)write ``<out_dir>/<dataset>.md`` from the CSV (and the runs under ``runs_dir``), keeping the
+    notes below the marker."""
     rows = read_rows(csv_path(out_dir, dataset), log)
-    return _write_keeping_notes(report_path(out_dir, dataset), render_report(dataset, rows, out_dir, command, log))
+    return _write_keeping_notes(report_path(out_dir, dataset),
+                                render_report(dataset, rows, out_dir, command, log, runs_dir))
 
 
 # ------------------------------------------------------------------------- multi-task grid report
@@ -420,8 +490,10 @@ def _grid_tables(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[st
 
 
 def render_grid_report(name: str, rows: Sequence[dict[str, Any]], out_dir: str | Path = "results",
-                       command: str | None = None, log: Callable[[str], None] | None = None) -> str:
-    """The generated part of a multi-task grid report (everything above the notes marker)."""
+                       command: str | None = None, log: Callable[[str], None] | None = None,
+                       runs_dir: str | Path | None = None) -> str:
+    """The generated part of a multi-task grid report (everything above the notes marker); the
+    calibration table reads the runs' metrics.json under ``runs_dir`` (none without it)."""
     groups = summarize_grid(rows, log)
     src = csv_path(out_dir, name)
     variants = "; ".join(f"`{v}` = `{' '.join(o)}`" for v, o in MTL_VARIANTS.items())
@@ -437,12 +509,17 @@ def render_grid_report(name: str, rows: Sequence[dict[str, Any]], out_dir: str |
         "",
     ]
     lines += _grid_tables(groups) if groups else ["No results yet."]
+    runs = {key: [run_dir_of(runs_dir, name, "/".join(key), r["seed"]) for r in g] for key, g in groups.items()} \
+        if runs_dir is not None else {}
+    lines += [""] + _calibration(runs, ["model", "variant"], MTL_TASKS, runs_dir, log)
     lines += [""] + _commands(out_dir, name, command) + [""]
     return "\n".join(lines)
 
 
 def write_grid_report(name: str, out_dir: str | Path = "results", command: str | None = None,
-                      log: Callable[[str], None] | None = print) -> Path:
-    """(Re)write ``<out_dir>/<name>.md`` from the grid CSV, keeping the notes below the marker."""
+                      log: Callable[[str], None] | None = print, runs_dir: str | Path | None = None) -> Path:
+    """(Re)write ``<out_dir>/<name>.md`` from the grid CSV (and the runs under ``runs_dir``), keeping the
+    notes below the marker."""
     rows = read_rows(csv_path(out_dir, name), log, MULTI_TASK)
-    return _write_keeping_notes(report_path(out_dir, name), render_grid_report(name, rows, out_dir, command, log))
+    return _write_keeping_notes(report_path(out_dir, name),
+                                render_grid_report(name, rows, out_dir, command, log, runs_dir))

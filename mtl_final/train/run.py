@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from mtl_final import distributed
+from mtl_final import distributed, reliability
+from mtl_final.calibration import CALIBRATION_FILE, CalibratedModel, fit_calibration
 from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
 from mtl_final.data.simulator_metrics import entire_space_metrics
@@ -115,7 +116,9 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     if resume:
         _restore(trainer, run_dir, device, log)
     trainer.fit(splits["train"], splits["valid"])
+    uncalibrated = _calibrate(cfg, trainer, splits, run_dir, dist, log)
     metrics = _final_metrics(cfg, trainer, store, schema, root, splits, dist)
+    metrics.update(uncalibrated)
     _write_outputs(cfg, trainer, metrics, run_dir, dist, log)
     return metrics
 
@@ -139,6 +142,7 @@ def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, store: 
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
+            _remove_calibration(run_dir)  # an earlier run's: it does not fit this run's weights
             dump_config(cfg, run_dir / "config.yaml")
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
@@ -180,6 +184,47 @@ def _gauc_column(field: str | None, store: EncodedStore) -> int | None:
     if field not in names:
         raise ValueError(f"train.gauc_field={field!r} is not a categorical field; choose one of {names}")
     return names.index(field)
+
+
+def _calibrate(cfg: Mapping[str, Any], trainer: Trainer, splits: Mapping[str, TensorSplit], run_dir: Path,
+               dist: distributed.DistContext, log: Callable[[str], None]) -> dict[str, Any]:
+    """calibration=isotonic|platt: fit a calibrator per task on the best weights' valid predictions
+    (mtl_final/calibration.py), write calibration.json and the reliability diagrams (rank 0), and let
+    `trainer` score calibrated probabilities from here on, so that metrics.json's valid, test (and
+    test_entire_space) are those of the calibrated outputs. Returns the raw ones as valid_uncalibrated
+    and test_uncalibrated; {} with calibration=none."""
+    method = cfg["calibration"]
+    if method == "none":
+        return {}
+    raw = {f"{split}_uncalibrated": trainer.evaluate(splits[split]) for split in ("valid", "test")}
+    tasks, valid, test = trainer.model.tasks, splits["valid"], splits["test"]
+    calibration = fit_calibration(method, tasks, trainer.predict(valid), _labels(valid))
+    if dist.is_main:
+        calibration.save(run_dir / CALIBRATION_FILE)
+    log(f"calibration: {method} fitted on valid ({run_dir / CALIBRATION_FILE}); valid and test metrics are "
+        "of the calibrated outputs, *_uncalibrated of the model's own")
+    missing = reliability.missing_plotter()
+    if missing:
+        log(f"reliability diagrams skipped: {missing}")
+    else:
+        probs = trainer.predict(test)  # on every rank: it gathers their rows
+        if dist.is_main:
+            files = reliability.write_reliability_diagrams(run_dir, tasks, probs, calibration.apply(probs),
+                                                           _labels(test))
+            log(f"reliability diagrams (test split): {', '.join(f.name for f in files)}")
+    trainer.model = CalibratedModel(trainer.model, calibration)
+    return raw
+
+
+def _labels(split: TensorSplit) -> dict[str, np.ndarray]:
+    return {name: y.numpy() for name, y in split.labels.items()}
+
+
+def _remove_calibration(run_dir: Path) -> None:
+    """Delete calibration.json and the reliability diagrams from run_dir."""
+    (run_dir / CALIBRATION_FILE).unlink(missing_ok=True)
+    for path in run_dir.glob(f"{reliability.PREFIX}*.png"):
+        path.unlink()
 
 
 def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callable[[str], None]) -> None:

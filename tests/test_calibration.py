@@ -29,6 +29,7 @@ from mtl_final.export import export_run
 from mtl_final.predict import predict
 from mtl_final.reliability import missing_plotter
 from mtl_final.train.metrics import ece, equal_mass_bins, pcoc, task_metrics
+from mtl_final.train.run_dir import clear_run_dir, run_files
 from tests.support.tiny_data import train_tiny_esmm
 
 torch.set_num_threads(1)
@@ -330,10 +331,13 @@ def test_without_matplotlib_the_diagrams_are_skipped_with_one_line(tmp_path, mon
     tags = set(EventAccumulator(str(run)).Reload().Tags()["scalars"])
     assert {f"valid/{n}/{m}" for n in OUTPUTS for m in ("auc", "logloss", "pcoc", "ece")} <= tags
 
-    # a new run without calibration in the same folder takes the earlier run's calibration away
+    # calibration.json and the diagrams are run files: clearing the folder for a new run (as the
+    # benchmark runner does) takes them away, so no stale calibration is served with new weights
     (run / "reliability_ctr.png").write_bytes(b"stale")
-    assert train_tiny_esmm(tmp_path)[1] == run
+    assert {CALIBRATION_FILE, "reliability_ctr.png"} <= set(run_files(run))
+    clear_run_dir(run, log=lambda s: None)
     assert not (run / CALIBRATION_FILE).exists() and not list(run.glob("reliability_*.png"))
+    assert train_tiny_esmm(tmp_path)[1] == run
     assert set(_metrics(run)) == RUN_KEYS
 
 

@@ -142,7 +142,6 @@ def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, store: 
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
-            _remove_calibration(run_dir)  # an earlier run's: it does not fit this run's weights
             dump_config(cfg, run_dir / "config.yaml")
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
@@ -218,13 +217,6 @@ def _calibrate(cfg: Mapping[str, Any], trainer: Trainer, splits: Mapping[str, Te
 
 def _labels(split: TensorSplit) -> dict[str, np.ndarray]:
     return {name: y.numpy() for name, y in split.labels.items()}
-
-
-def _remove_calibration(run_dir: Path) -> None:
-    """Delete calibration.json and the reliability diagrams from run_dir."""
-    (run_dir / CALIBRATION_FILE).unlink(missing_ok=True)
-    for path in run_dir.glob(f"{reliability.PREFIX}*.png"):
-        path.unlink()
 
 
 def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callable[[str], None]) -> None:

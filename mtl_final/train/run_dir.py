@@ -18,10 +18,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from mtl_final import reliability
+from mtl_final.calibration import CALIBRATION_FILE
+
 LOCK_NAME = "run.lock"
-# what a run writes into its folder, besides the TensorBoard event files (EVENTS_PATTERN)
-RUN_FILES = ("config.yaml", "schema.yaml", "encoders.json", "best.pt", "last.pt", "metrics.json")
-EVENTS_PATTERN = "events.out.tfevents.*"
+# what a run writes into its folder: these files, and those matching RUN_PATTERNS (TensorBoard events,
+# reliability diagrams)
+RUN_FILES = ("config.yaml", "schema.yaml", "encoders.json", "best.pt", "last.pt", "metrics.json", CALIBRATION_FILE)
+RUN_PATTERNS = ("events.out.tfevents.*", f"{reliability.PREFIX}*.png")
 
 F = TypeVar("F", bound=Callable[..., Any])
 # the locks claimed during the call of a function decorated with `releases_run_dir` (None outside one)
@@ -53,10 +57,10 @@ class RunDirLock:
 
 
 def run_files(folder: str | Path) -> list[str]:
-    """The names of the run files (RUN_FILES, TensorBoard events) in `folder`, sorted."""
+    """The names of the run files (RUN_FILES, RUN_PATTERNS) in `folder`, sorted."""
     folder = Path(folder)
     found = [name for name in RUN_FILES if (folder / name).exists()]
-    return sorted(found + [p.name for p in folder.glob(EVENTS_PATTERN)])
+    return sorted(found + [p.name for pattern in RUN_PATTERNS for p in folder.glob(pattern)])
 
 
 def claim_run_dir(path: str | Path, resume: bool, log: Callable[[str], None] = print) -> RunDirLock:

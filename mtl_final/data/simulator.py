@@ -37,14 +37,14 @@ distinct, drawn by category popularity) with Dirichlet(1) weights: a sparse, mul
 mixture, so the mean of a user's history is a blur of several interests.  Each user owns an
 endless stream of past clicks, a pure function of (world, user, position j): the stream runs in
 sessions of ``SESSION_LEN`` clicks; each session picks one interest by its weight, and each
-click is an item of that interest's category (by item popularity), or with P = ``EXPLORE`` any
-item by global popularity.  The impression at global row r of user u has seen
+click is an item of that interest's category (by the square root of item popularity), or with
+P = ``EXPLORE`` any item by global popularity.  The impression at global row r of user u has seen
 ``h = n0[u] + floor(rate[u] * r)`` stream clicks (n0: pre-log length, 0 for ``NEW_USER_FRACTION``
 of the users, else 1 + floor(LogNormal(log 10, 1)); rate: the user's expected clicks per
 logged row), and its history is the window of stream positions [h - L, h), L = min(h, 30):
 ``hist_items`` (oldest first, most recent last) and ``hist_cats`` (their categories), each a
 "|"-joined cell, empty for a user with no past click.  Half of the candidates come from
-the user's interests (a category by interest weight, then an item of it by popularity), the
+the user's interests (a category by interest weight, then an item of it as in the stream), the
 others by global item popularity as in version 1.
 
 *History terms.*  Every item has a unit taste vector T[i] in R^8 = normalize(mu[category] +
@@ -364,6 +364,8 @@ def _make_history_world(rng: np.random.Generator, world: World) -> HistoryWorld:
     item_p = np.diff(world.cdf["item_id"], prepend=0.0)
     user_p = np.diff(world.cdf["user_id"], prepend=0.0)
     cat_pop = np.bincount(world.item_category, weights=item_p, minlength=ncat)
+    within_p = np.sqrt(item_p)  # flatter than global popularity: histories repeat items less
+    within_tot = np.bincount(world.item_category, weights=within_p, minlength=ncat)
     # K distinct interests per user by category popularity (Gumbel top-k; empty categories never)
     with np.errstate(divide="ignore"):
         keys = np.log(cat_pop)[None, :] + rng.gumbel(size=(nu, ncat))
@@ -379,11 +381,11 @@ def _make_history_world(rng: np.random.Generator, world: World) -> HistoryWorld:
     # items sorted by category; key = category + CDF within it (last item of a category: exactly c + 1)
     order = np.lexsort((rng.random(ni), world.item_category))
     cats = world.item_category[order]
-    cs = np.cumsum(item_p[order])
+    cs = np.cumsum(within_p[order])
     cat_end = np.searchsorted(cats, np.arange(ncat), side="right")
     starts = np.concatenate([[0], cat_end[:-1]])
     before = np.where(starts > 0, cs[np.maximum(starts - 1, 0)], 0.0)
-    within = (cs - before[cats]) / np.maximum(cat_pop[cats], 1e-300)
+    within = (cs - before[cats]) / np.maximum(within_tot[cats], 1e-300)
     within[cat_end[cat_end > 0] - 1] = 1.0
     mu = rng.normal(size=(ncat, TASTE_DIM))
     mu /= np.linalg.norm(mu, axis=1, keepdims=True)

@@ -170,7 +170,7 @@ FREE_FORM: dict[str, type | None] = {
 # The keys a free-form dict may hold, where they are a fixed set (data.simulator: the arguments of
 # mtl_final.data.simulator.ensure_simulated).
 FREE_FORM_KEYS: dict[str, tuple[str, ...]] = {
-    "data.simulator": ("n_rows", "seed", "splits", "format", "chunk_rows"),
+    "data.simulator": ("n_rows", "seed", "splits", "format", "chunk_rows", "version"),
 }
 
 # Path keys: a leading ~ is expanded when the config is resolved.

@@ -39,9 +39,10 @@ endless stream of past clicks, a pure function of (world, user, position j): the
 sessions of ``SESSION_LEN`` clicks; each session picks one interest by its weight, and each
 click is an item of that interest's category (by the square root of item popularity), or with
 P = ``EXPLORE`` any item by global popularity.  The impression at global row r of user u has seen
-``h = n0[u] + floor(rate[u] * r)`` stream clicks (n0: pre-log length, 0 for ``NEW_USER_FRACTION``
-of the users, else 1 + floor(LogNormal(log 10, 1)); rate: the user's expected clicks per
-logged row), and its history is the window of stream positions [h - L, h), L = min(h, 30):
+``h = n0[u] + floor(rate[u] * r)`` stream clicks (rate: the user's expected clicks per logged
+row = its impression share x TARGET_CTR; n0: pre-log length, 0 for ``NEW_USER_FRACTION`` of the
+users, else 1 + floor(LogNormal(log 10, 1) + rate * PRE_LOG_ROWS), so frequent users start with
+full histories and light ones with short ones), and its history is the window of stream positions [h - L, h), L = min(h, 30):
 ``hist_items`` (oldest first, most recent last) and ``hist_cats`` (their categories), each a
 "|"-joined cell, empty for a user with no past click.  Half of the candidates come from
 the user's interests (a category by interest weight, then an item of it as in the stream), the
@@ -143,6 +144,7 @@ SESSION_LEN = 5  # consecutive stream clicks that share one interest
 EXPLORE = 0.15  # share of stream clicks outside the user's interests
 INTEREST_CANDIDATE = 0.5  # share of candidates drawn from the user's interests
 NEW_USER_FRACTION = 0.12  # users without any pre-log click
+PRE_LOG_ROWS = 1_000_000  # other users' streams ran this many rows' worth of clicks before the log
 TASTE_DIM = 8
 TASTE_NOISE = 0.32
 SIM_THRESHOLD = 0.6  # s_l above it counts toward the target part
@@ -376,8 +378,9 @@ def _make_history_world(rng: np.random.Generator, world: World) -> HistoryWorld:
     cum = np.cumsum(weights / weights.sum(1, keepdims=True), axis=1)
     cum[np.arange(4)[None, :] >= (k - 1)[:, None]] = 2.0  # the last used slot takes the rest
     interest_cats = np.where(used, top, top[:, :1])
+    rate = user_p * TARGET_CTR
     n0 = np.where(rng.random(nu) < NEW_USER_FRACTION, 0,
-                  1 + np.floor(rng.lognormal(np.log(10.0), 1.0, nu))).astype(np.int64)
+                  1 + np.floor(rng.lognormal(np.log(10.0), 1.0, nu) + rate * PRE_LOG_ROWS)).astype(np.int64)
     # items sorted by category; key = category + CDF within it (last item of a category: exactly c + 1)
     order = np.lexsort((rng.random(ni), world.item_category))
     cats = world.item_category[order]
@@ -397,7 +400,7 @@ def _make_history_world(rng: np.random.Generator, world: World) -> HistoryWorld:
     impulsive = np.where(rng.random(nu) < 0.2, np.abs(rng.normal(size=nu)), 0.0)
     return HistoryWorld(
         interest_cats=interest_cats.astype(np.int64), interest_cum=cum, n0=n0,
-        rate=user_p * TARGET_CTR, session_offset=rng.integers(0, SESSION_LEN, nu),
+        rate=rate, session_offset=rng.integers(0, SESSION_LEN, nu),
         cat_key=cats + within, cat_items=order.astype(np.int64), cat_end=cat_end.astype(np.int64),
         taste=taste.astype(np.float32), clickbait=clickbait, impulsive=impulsive,
         salt=int(rng.integers(0, 2**62)))

@@ -379,3 +379,18 @@ def test_v2_through_ensure_simulated_config_and_cli(tmp_path: Path, capsys: pyte
     assert _digest(tmp_path / "o") == _digest(root)
     with pytest.raises(ValueError, match="version must be one of"):
         sim.simulate_funnel(tmp_path / "bad", n_rows=100, version=3)
+
+
+def test_v2_benchmark_configs_and_schema_copies(v2: Path) -> None:
+    from mtl_final.config import load_config
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "sequences"
+    for name in ("schema_nohist.yaml", "schema_attention.yaml"):  # the configs' copies of the simulator's
+        assert (folder / f"sim2_{name}").read_text() == (v2 / name).read_text()
+    schemas = {"nohist": "configs/sequences/sim2_schema_nohist.yaml", "mean": None,
+               "attention": "configs/sequences/sim2_schema_attention.yaml"}
+    for variant, schema in schemas.items():
+        cfg = load_config(folder / f"sim2_esmm_{variant}.yaml")
+        assert cfg["data"]["simulator"] == {"version": 2, "n_rows": 1_000_000, "seed": 7}
+        assert cfg["data"]["schema"] == schema and cfg["data"]["root"] is None
+        assert (cfg["model"]["name"], cfg["tower"]["kind"], cfg["tasks"]) == ("esmm", "final", ["ctr", "cvr"])

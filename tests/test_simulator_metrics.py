@@ -103,3 +103,17 @@ def test_runs_of_two_seeds_share_labels_and_data_root_runs_score(tmp_path: Path)
 def test_runs_without_ground_truth_write_no_entire_space_metrics(esmm_run) -> None:
     _, run, _ = esmm_run
     assert _entire_space(run) is None
+
+
+def test_version2_run_scores_against_the_stored_labels(tmp_path: Path) -> None:
+    from mtl_final.train.__main__ import main as train_main
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "sequences"
+    assert train_main(["--out", str(tmp_path / "run"), "--tasks", "ctr,cvr", "model=esmm",
+                       f"data.cache_dir={tmp_path / 'cache'}", "data.simulator={n_rows: 4000, seed: 5, version: 2}",
+                       f"data.schema={configs / 'sim2_schema_nohist.yaml'}", "train.epochs=1", "train.batch_size=256",
+                       "train.progress=false", "train.tensorboard=false", "train.num_threads=1",
+                       "tower.hidden_units=[8]", "model.embedding_dim=4"]) == 0
+    es = _entire_space(tmp_path / "run")
+    assert (es["labels"], es["label_seed"], es["rows"]) == ("cvr_entire", None, 400)
+    assert 0 < es["rows_unclicked"] < 400 and es["cvr_oracle_auc"] > 0.5

@@ -141,7 +141,8 @@ def test_configs_load() -> None:
     from mtl_final.config import ConfigError, load_config
 
     folder = REPO_ROOT / "configs" / "sequences"
-    schemas = {"movielens_mlp_nohist": "movielens_nohist_schema.yaml", "movielens_mlp_mean": "movielens_mean_schema.yaml",
+    schemas = {"movielens_mlp_nohist": "movielens_nohist_schema.yaml",
+               "movielens_mlp_mean": "movielens_mean_schema.yaml",
                "movielens_din": "movielens_schema.yaml", "movielens_final_attention": "movielens_schema.yaml"}
     for stem, schema in schemas.items():
         try:

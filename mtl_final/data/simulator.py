@@ -42,11 +42,11 @@ P = ``EXPLORE`` any item by global popularity.  The impression at global row r o
 ``h = n0[u] + floor(rate[u] * r)`` stream clicks (rate: the user's expected clicks per logged
 row = its impression share x TARGET_CTR; n0: pre-log length, 0 for ``NEW_USER_FRACTION`` of the
 users, else 1 + floor(LogNormal(log 10, 1) + rate * PRE_LOG_ROWS), so frequent users start with
-full histories and light ones with short ones), and its history is the window of stream positions [h - L, h), L = min(h, 30):
-``hist_items`` (oldest first, most recent last) and ``hist_cats`` (their categories), each a
-"|"-joined cell, empty for a user with no past click.  Half of the candidates come from
-the user's interests (a category by interest weight, then an item of it as in the stream), the
-others by global item popularity as in version 1.
+full histories and light ones with short ones), and its history is the window of stream
+positions [h - L, h), L = min(h, 30): ``hist_items`` (oldest first, most recent last) and
+``hist_cats`` (their categories), each a "|"-joined cell, empty for a user with no past click.
+Half of the candidates come from the user's interests (a category by interest weight, then an
+item of it as in the stream), the others by global item popularity as in version 1.
 
 *History terms.*  Every item has a unit taste vector T[i] in R^8 = normalize(mu[category] +
 0.32 eps) (same-category items have cosine about 0.5 with a wide spread, others about 0).
@@ -56,8 +56,9 @@ With s_l = <T[hist_l], T[item]> over the L history items (both terms 0 for an em
     target part  A = 1 - exp(-M / 1.5),  M = sum_l max(s_l - 0.6, 0) / 0.4
     logit_ctr += 1.2 S + 1.5 A        logit_cvr += 0.6 S + 1.0 A
 
-S is bilinear in the history's mean embedding and the candidate's: mean pooling (or sum, up
-to the length) followed by any interaction with the candidate field represents it exactly.
+S is bilinear in the history's mean embedding and the candidate's: mean pooling followed by any
+interaction with the candidate field represents it exactly (hist_cats' mean, the share of each
+category in the history, carries most of it too, as taste vectors cluster by category).
 A is a saturating soft count of history items *very* similar to this candidate: it depends on
 each item's own similarity to the target (thresholded before pooling), and on the count, not
 the share; a mean-pooled vector of a multi-interest history averages the close items with the
@@ -72,9 +73,11 @@ the rest q = 0; 20% of users are "impulsive" (r = +|N(0, 1)|, else 0)::
 
     logit_ctr += 0.8 q[item] + 0.5 r[user]        logit_cvr += -1.0 q[item] - 0.6 r[user]
 
-so clicks over-sample exactly the impressions least likely to convert: clicked rows are not
-representative of all impressions, and a CVR model fitted on clicked rows alone is biased on
-the entire space.  ``item_ctr_hist`` includes the clickbait term.
+so clicks over-sample clickbait items and impulsive users, which convert less, and under-sample
+niche items, which convert more: clicked rows are not representative of all impressions (the
+other terms still correlate CTR and CVR positively overall), and a CVR model fitted on clicked
+rows alone sees least of the impressions where conversion differs most.  ``item_ctr_hist``
+includes the clickbait term.  The biases are calibrated on rows 0 .. CALIBRATION_ROWS - 1.
 
 *Labels.*  ``cvr_entire ~ Bernoulli(pCVR)`` is drawn once for EVERY impression from the block's
 own RNG (so it is fixed by (seed, row), the same for every run on these files) and

@@ -482,7 +482,7 @@ def _hash_unit(a: np.ndarray, b: np.ndarray, salt: int) -> np.ndarray:
 
 def _interest_items(hw: HistoryWorld, user: np.ndarray, u_interest: np.ndarray, u_item: np.ndarray) -> np.ndarray:
     """Items (any shape, as the [0, 1) uniforms) of one of each user's interests: the interest by
-    its weight (u_interest), then an item of its category by popularity (u_item)."""
+    its weight (u_interest), then an item of its category by sqrt popularity (u_item)."""
     slot = (u_interest[..., None] >= hw.interest_cum[user]).sum(-1)
     cat = np.take_along_axis(hw.interest_cats[user], slot[..., None], -1)[..., 0]
     idx = np.minimum(np.searchsorted(hw.cat_key, cat + u_item, side="right"), hw.cat_end[cat] - 1)

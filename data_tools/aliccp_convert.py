@@ -22,13 +22,23 @@ column ``f<field>`` per selected field holding that field's feature id (the firs
 a sample lists several; null / empty cell when absent), plus ``click`` and ``conversion``
 (int8 0/1); ``valid`` is a deterministic ``valid_fraction`` of the raw train split (hash
 of the row index and ``seed``; a split that ends up empty is not written and left out
-of the schema); ``schema.yaml`` (all fields categorical, tasks ctr/cvr) and
+of the schema); ``schema.yaml`` (fields categorical, tasks ctr/cvr) and
 ``conversion_report.json`` (rows read / written and other counts).
+
+History fields (HISTORY_FIELDS: 109_14, 110_14, 127_14, 150_14; not among the defaults, select
+them with ``--fields``) keep EVERY feature id of the line, in raw order (duplicates kept), joined
+by "|" (the entries' count values are dropped, as for every field); the schema declares them
+``type: sequence`` with ``max_len: 50`` (the library keeps the last 50 ids of a longer cell and
+counts the truncation in its data report; the release does not document the order of the
+entries) and ``pooling: mean``.  The report counts, per raw split and history field, the ids
+written and the longest cell (``sequence_values``, ``sequence_max_len``); a history id that
+contains "|" is an error naming the line.
 
 Memory: each split's common-features file is loaded whole, but only the selected fields
 are kept (one string per field per common_feature_index: a few hundred MB for the full
 train split with the default fields, although the raw file is several GB because of the
-multi-valued history fields).  The skeleton is streamed in chunks of ``chunk_rows`` lines.
+multi-valued history fields; selecting those keeps their whole cells, a large share of that
+size).  The skeleton is streamed in chunks of ``chunk_rows`` lines.
 
 Usage: python data_tools/aliccp_convert.py RAW_DIR OUT_DIR [--format parquet|csv]
 """
@@ -58,6 +68,10 @@ DEFAULT_FIELDS: tuple[str, ...] = (
     "508", "509", "702", "853",  # user-history x item crosses
     "301",  # scenario / position
 )
+# Multi-valued user-history fields, written as sequence columns (see the module docstring).
+HISTORY_FIELDS: tuple[str, ...] = ("109_14", "110_14", "127_14", "150_14")
+HISTORY_MAX_LEN = 50
+SEQUENCE_SEPARATOR = "|"
 # Each entry: field \x02 feature id \x03 value (a number).
 _ENTRY_RE = (r"^(?P<field>[^\x01\x02\x03]+)\x02(?P<fid>[^\x01\x02\x03]+)\x03"
              r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
@@ -87,6 +101,8 @@ class ConversionReport:
     samples_without_common: dict[str, int] = field(default_factory=dict)  # index not in common file
     conversion_without_click: dict[str, int] = field(default_factory=dict)  # kept as-is
     field_coverage: dict[str, dict[str, float]] = field(default_factory=dict)  # raw split -> field -> non-null share
+    sequence_values: dict[str, dict[str, int]] = field(default_factory=dict)  # raw split -> history field -> ids
+    sequence_max_len: dict[str, dict[str, int]] = field(default_factory=dict)  # raw split -> history field -> longest
     splits: dict[str, SplitStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +171,8 @@ def _check_count(col: pa.Array, lines: pa.StringArray, path: Path, first_line: i
 
 def _parse_features(feature_list: pa.StringArray, declared: np.ndarray, fields: Sequence[str],
                     lines: pa.StringArray, path: Path, first_line: int) -> list[pa.Array]:
-    """Per selected field, the [n] string array of the first feature id of each line (null if absent).
+    """Per selected field, the [n] string array of the first feature id of each line (null if absent);
+    for a history field (HISTORY_FIELDS) all its ids of the line, in order, "|"-joined.
 
     feature_list: [n] raw feature lists; declared: [n] int64 num_features of each line.
     """
@@ -182,13 +199,35 @@ def _parse_features(feature_list: pa.StringArray, declared: np.ndarray, fields: 
     key = parent[sel] * n_fields + fidx.astype(np.int64)
     ids = parsed.field("fid")
     uniq, first = np.unique(key, return_index=True)  # first occurrence of each (line, field)
+    lines_of = parent[sel]
     out = []
-    for j in range(n_fields):
+    for j, name in enumerate(fields):
+        if name in HISTORY_FIELDS:
+            out.append(_join_ids(ids, lines_of, fidx == j, n, lines, path, first_line))
+            continue
         m = uniq % n_fields == j
         take = np.full(n, -1, dtype=np.int64)
         take[uniq[m] // n_fields] = first[m]
         out.append(ids.take(pa.array(take, mask=take < 0)))
     return out
+
+
+def _join_ids(ids: pa.StringArray, line_of: np.ndarray, mine: np.ndarray, n: int, lines: pa.StringArray,
+              path: Path, first_line: int) -> pa.StringArray:
+    """[n] cells of one history field: its ids (``ids`` [E] where ``mine`` [E], of lines ``line_of``
+    [E]) "|"-joined in raw order per line; null where the line has none."""
+    take = np.flatnonzero(mine)
+    take = take[np.argsort(line_of[take], kind="stable")]  # by line, raw order within a line
+    values = ids.take(pa.array(take))
+    bad = pc.match_substring(values, SEQUENCE_SEPARATOR).to_numpy(zero_copy_only=False)
+    if bad.any():
+        bad_line = np.zeros(n, dtype=bool)
+        bad_line[line_of[take][bad]] = True
+        _fail(path, first_line, lines, bad_line, f"a history feature id contains {SEQUENCE_SEPARATOR!r}")
+    counts = np.bincount(line_of[take], minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), values), SEQUENCE_SEPARATOR)
+    return pc.if_else(pa.array(counts > 0), joined, pa.scalar(None, pa.string()))
 
 
 def _load_common(path: Path, fields: Sequence[str], chunk_rows: int) -> tuple[pd.Index, list[pa.Array], int]:
@@ -260,7 +299,8 @@ def _schema_yaml(fields: Sequence[str], files: dict[str, str]) -> str:
     lines = ["name: aliccp",
              "files: {" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}",
              "fields:"]
-    lines += [f"  - {{name: f{f}, type: categorical}}" for f in fields]
+    lines += [f'  - {{name: f{f}, type: sequence, separator: "{SEQUENCE_SEPARATOR}", max_len: {HISTORY_MAX_LEN}, '
+              "pooling: mean}" if f in HISTORY_FIELDS else f"  - {{name: f{f}, type: categorical}}" for f in fields]
     lines += ["tasks:", "  - {name: ctr, label: click}", '  - {name: cvr, label: conversion, "on": ctr}', ""]
     return "\n".join(lines)
 
@@ -305,6 +345,9 @@ def convert_aliccp(
             report.common_rows_read[raw_split] = n_common
             n_read = n_missing = n_conv_no_click = 0
             non_null = np.zeros(len(fields), dtype=np.int64)
+            history = [j for j, f in enumerate(fields) if f in HISTORY_FIELDS]
+            seq_values = dict.fromkeys(history, 0)
+            seq_max = dict.fromkeys(history, 0)
             for first_line, lines in _line_chunks(skeleton, chunk_rows):
                 _, click, conv, cfi, num, flist = _split_columns(lines, 6, skeleton, first_line)
                 for col, what in ((click, "click"), (conv, "conversion")):
@@ -317,6 +360,10 @@ def convert_aliccp(
                 common_take = pa.array(pos, mask=pos < 0)
                 cols = [pc.coalesce(o, c.take(common_take)) for o, c in zip(own, common_cols)]
                 non_null += np.array([len(c) - c.null_count for c in cols], dtype=np.int64)
+                for j in history:  # ids per cell: separators + 1 (null cells count 0)
+                    per_cell = pc.fill_null(pc.add(pc.count_substring(cols[j], SEQUENCE_SEPARATOR), 1), 0)
+                    seq_values[j] += int(pc.sum(per_cell).as_py() or 0)
+                    seq_max[j] = max(seq_max[j], int(pc.max(per_cell).as_py() or 0))
                 click_i8 = pc.cast(click, pa.int8())
                 conv_i8 = pc.cast(conv, pa.int8())
                 table = pa.Table.from_arrays(cols + [click_i8, conv_i8], schema=schema)
@@ -341,6 +388,8 @@ def convert_aliccp(
             report.conversion_without_click[raw_split] = n_conv_no_click
             report.field_coverage[raw_split] = {
                 nm: float(c) / max(n_read, 1) for nm, c in zip(names, non_null)}
+            report.sequence_values[raw_split] = {names[j]: seq_values[j] for j in history}
+            report.sequence_max_len[raw_split] = {names[j]: seq_max[j] for j in history}
             if n_conv_no_click:
                 log.warning("%s: %d rows have conversion=1 and click=0 (kept as-is)", skeleton, n_conv_no_click)
             log.info("%s: read %d rows", skeleton, n_read)

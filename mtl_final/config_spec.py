@@ -193,7 +193,7 @@ SPEC = Section("run config", {
                                    choices=("error", "drop")),
         # the keys: the arguments of mtl_final.data.simulator.ensure_simulated
         "simulator": Key(None, "built-in funnel simulator parameters, used when data.root is unset (null = off)",
-                         free_form=True, entry_keys=("n_rows", "seed", "splits", "format", "chunk_rows")),
+                         free_form=True, entry_keys=("n_rows", "seed", "splits", "format", "chunk_rows", "version")),
     }),
     "model": Section("the model and the keys every model shares (each model's own keys: see below)", {
         "name": Key("mlp", "the model: one of the registered models below"),

@@ -1,15 +1,18 @@
 """Tests of data_tools/aliccp_convert.py on the hand-written raw fixture in tests/fixtures/aliccp.
 
 Fixture (\\x01 between entries, entry = field \\x02 feature_id \\x03 value):
-  common_features_train: a1f0 -> 101:1001 124:3 125:7 109_14:500,501 129:44;  b2e1 -> 101:1002 129:45 124:2
+  common_features_train: a1f0 -> 101:1001 124:3 125:7 109_14:500 127_14:7 109_14:501 129:44 127_14:8 127_14:7
+                                 110_14:31 110_14:32 110_14:33  (history fields interleaved, a repeated id)
+                         b2e1 -> 101:1002 129:45 124:2 109_14:600 150_14:4242
   sample_skeleton_train: 1 (1,0,a1f0) 205:9010 206:88 301:1 | 2 (1,1,b2e1) 205:9011 216:77 508:6001,6002
                          3 (0,0,a1f0) 205:9012 301:2 | 4 (0,0,ffff: unknown index) 205:9013
-                         5 (1,0,b2e1) no features | 6 (0,0,b2e1) 205:9010 101:1999 207:55
-  common_features_test:  c3d2 -> 101:1003 125:6
+                         5 (1,0,b2e1) no features | 6 (0,0,b2e1) 205:9010 101:1999 207:55 109_14:901,900
+  common_features_test:  c3d2 -> 101:1003 125:6 109_14:700,701
   sample_skeleton_test:  7 (1,1,c3d2) 205:9020 210:31 | 8 (0,0,c3d2) 205:9021 853:1.5e3 301:3
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -92,7 +95,8 @@ def test_first_id_of_multivalued_field_and_chunking(tmp_path: Path) -> None:
     a = ac.convert_aliccp(FIXTURE, tmp_path / "a", fields=fields, valid_fraction=0.0, chunk_rows=1)
     ac.convert_aliccp(FIXTURE, tmp_path / "b", fields=fields, valid_fraction=0.0, chunk_rows=1000)
     train = _read(tmp_path / "a" / "train.parquet")
-    assert train["f109_14"].tolist() == ["500", None, "500", None, None, None]  # 500 before 501
+    # a history field keeps every id in order; the own ids of sample 6 win over its common ones
+    assert train["f109_14"].tolist() == ["500|501", "600", "500|501", None, "600", "901|900"]
     assert train["f508"].tolist() == [None, "6001", None, None, None, None]  # 6001 before 6002
     _same(train, _read(tmp_path / "b" / "train.parquet"))
     assert a.skeleton_rows_read == {"train": 6, "test": 2}
@@ -166,3 +170,54 @@ def test_schema_loads_with_library_loader(tmp_path: Path) -> None:
     schema = DatasetSchema.from_yaml(tmp_path / "schema.yaml")
     assert [f.name for f in schema.categorical] == [f"f{f}" for f in ac.DEFAULT_FIELDS]
     assert [(t.name, t.label, t.on) for t in schema.tasks] == [("ctr", "click", None), ("cvr", "conversion", "ctr")]
+
+
+def _raw_history(split: str, field_id: str) -> dict[str, list[str]]:
+    """Brute force from the raw fixture: sample id -> the field's ids in raw order (own entries win)."""
+    def ids(feature_list: str) -> list[str]:
+        entries = [e.split("\x02") for e in feature_list.split("\x01") if e]
+        return [rest.split("\x03")[0] for f, rest in entries if f == field_id]
+
+    common = {}
+    for ln in (FIXTURE / f"common_features_{split}.csv").read_text().splitlines():
+        key, _, flist = ln.split(",", 2)
+        common[key] = ids(flist)
+    out = {}
+    for ln in (FIXTURE / f"sample_skeleton_{split}.csv").read_text().splitlines():
+        sid, _, _, key, _, flist = ln.split(",", 5)
+        out[sid] = ids(flist) or common.get(key, [])
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_history_fields_round_trip_as_sequences(tmp_path: Path, fmt: str) -> None:
+    fields = ("101", *ac.HISTORY_FIELDS, "205")
+    rep = ac.convert_aliccp(FIXTURE, tmp_path, fields=fields, valid_fraction=0.0, format=fmt, chunk_rows=2)
+    for split, raw_split in (("train", "train"), ("test", "test")):
+        out = _read(tmp_path / f"{split}.{fmt}")
+        for f in ac.HISTORY_FIELDS:
+            raw = _raw_history(raw_split, f)
+            cells = [c.split("|") if c else [] for c in out[f"f{f}"]]
+            assert cells == list(raw.values()), f  # every raw id, in raw order, none dropped
+            assert rep.sequence_values[raw_split][f"f{f}"] == sum(len(v) for v in raw.values())
+            assert rep.sequence_max_len[raw_split][f"f{f}"] == max(len(v) for v in raw.values())
+    train = _read(tmp_path / f"train.{fmt}")
+    assert train["f127_14"].tolist() == ["7|8|7", None, "7|8|7", None, None, None]  # duplicates kept
+    assert train["f110_14"].tolist()[0] == "31|32|33" and train["f150_14"].tolist()[1] == "4242"
+    assert rep.sequence_values["train"] == {"f109_14": 8, "f110_14": 6, "f127_14": 6, "f150_14": 3}
+    assert rep.sequence_max_len["test"] == {"f109_14": 2, "f110_14": 0, "f127_14": 0, "f150_14": 0}
+    schema = yaml.safe_load((tmp_path / "schema.yaml").read_text())
+    assert schema["fields"] == [{"name": "f101", "type": "categorical"}] + [
+        {"name": f"f{f}", "type": "sequence", "separator": "|", "max_len": 50, "pooling": "mean"}
+        for f in ac.HISTORY_FIELDS] + [{"name": "f205", "type": "categorical"}]
+    report = json.loads((tmp_path / "conversion_report.json").read_text())
+    assert report["sequence_values"] == rep.sequence_values
+
+
+def test_history_id_with_the_separator_is_an_error(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(FIXTURE, raw)
+    common = raw / "common_features_test.csv"
+    common.write_bytes(common.read_bytes().replace(b"109_14\x02700", b"109_14\x027|00"))
+    with pytest.raises(ac.AliCCPFormatError, match=r"common_features_test\.csv:1: a history feature id contains"):
+        ac.convert_aliccp(raw, tmp_path / "out", fields=("109_14",))

@@ -250,7 +250,8 @@ def test_simulator_keys_are_checked_with_a_suggestion() -> None:
     from mtl_final.data.simulator import ensure_simulated, simulate_funnel
     import inspect
     takes = [*inspect.signature(ensure_simulated).parameters][1:3] + [
-        name for name in inspect.signature(simulate_funnel).parameters if name in ("splits", "format", "chunk_rows")]
+        name for name in inspect.signature(simulate_funnel).parameters
+        if name in ("splits", "format", "chunk_rows", "version")]
     assert sorted(lookup("data.simulator").entry_keys) == sorted(takes)
 
 

@@ -19,7 +19,7 @@ from mtl_final import distributed, reliability
 from mtl_final.calibration import CALIBRATION_FILE, CalibratedModel, fit_calibration
 from mtl_final.config import ConfigError, config_hash, dump_config, load_config
 from mtl_final.data.schema import DatasetSchema
-from mtl_final.data.simulator_metrics import entire_space_metrics
+from mtl_final.data.simulator_metrics import entire_space_metrics, has_ground_truth
 from mtl_final.data.store import EncodedStore, TensorSplit
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
@@ -234,7 +234,8 @@ def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callabl
 def _final_metrics(cfg: Mapping[str, Any], trainer: Trainer, store: EncodedStore, schema: DatasetSchema,
                    root: Path, splits: Mapping[str, TensorSplit], dist: distributed.DistContext) -> dict[str, Any]:
     """metrics.json of a trained run: valid and test metrics of the best weights, the training
-    summary, the data report and, on simulated data, the test's entire-space CVR metrics."""
+    summary, the data report and, when the test file has the simulator's ground-truth columns
+    (simulated data, through data.simulator or data.root), the test's entire-space CVR metrics."""
     metrics: dict[str, Any] = {
         "valid": trainer.evaluate(splits["valid"]),
         "test": trainer.evaluate(splits["test"]),
@@ -246,9 +247,9 @@ def _final_metrics(cfg: Mapping[str, Any], trainer: Trainer, store: EncodedStore
         "world_size": dist.world_size,
         "data_report": store.report,
     }
-    if uses_simulator(cfg):
-        metrics["test_entire_space"] = entire_space_metrics(
-            trainer.predict(splits["test"]), root / schema.files["test"], schema.tasks, int(cfg["seed"]))
+    test_file = root / schema.files["test"]
+    if has_ground_truth(test_file):
+        metrics["test_entire_space"] = entire_space_metrics(trainer.predict(splits["test"]), test_file, schema.tasks)
     return metrics
 
 

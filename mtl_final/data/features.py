@@ -7,25 +7,48 @@ import torch
 
 
 @dataclass(frozen=True)
+class SequenceSpec:
+    """One sequence field (a multi-valued attribute or a behaviour history) as the models see it.
+
+    max_len: ids per row (``Batch.seq[name]`` is [B, max_len], left-aligned, padding 0 at the end).
+    vocab_size: rows of its table region (padding + vocabulary + OOV).
+    share_embedding: the categorical field whose table region (and vocabulary) it uses, or None (its own).
+    pooling: mean | sum | max | attention. target: the categorical field attention compares with.
+    attention_units / attention_activation: the attention unit's hidden widths and activation.
+    """
+
+    name: str
+    max_len: int
+    vocab_size: int
+    share_embedding: str | None
+    pooling: str
+    target: str | None
+    attention_units: tuple[int, ...] = (36,)
+    attention_activation: str = "sigmoid"
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """Encoded feature layout shared by the data pipeline and every model.
 
     categorical: (field name, vocabulary size) in column order of ``Batch.cat``;
         the size counts padding (index 0) and OOV (index size - 1).
     numeric: field names in column order of ``Batch.num``.
+    sequences: the sequence fields, each one ``Batch.seq`` entry and one pooled embedding field.
     """
 
     categorical: tuple[tuple[str, int], ...] = ()
     numeric: tuple[str, ...] = ()
+    sequences: tuple[SequenceSpec, ...] = ()
 
     @property
     def num_fields(self) -> int:
-        return len(self.categorical) + len(self.numeric)
+        return len(self.categorical) + len(self.numeric) + len(self.sequences)
 
     @property
     def field_names(self) -> list[str]:
-        """Names in embedding order: categorical fields first, then numeric ones."""
-        return [name for name, _ in self.categorical] + list(self.numeric)
+        """Names in embedding order: categorical fields, numeric ones, then sequence ones."""
+        return [name for name, _ in self.categorical] + list(self.numeric) + [s.name for s in self.sequences]
 
 
 @dataclass(frozen=True)
@@ -45,12 +68,14 @@ class BatchShare:
 @dataclass
 class Batch:
     """One mini-batch. cat: [B, Fc] int64, num: [B, Fn] float32, labels: task -> [B] float32;
-    share: set by a sharded loader (this batch is one rank's part of a global batch), else None."""
+    share: set by a sharded loader (this batch is one rank's part of a global batch), else None;
+    seq: sequence field name -> [B, max_len] int64 ids (padding 0)."""
 
     cat: torch.Tensor
     num: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     share: BatchShare | None = None
+    seq: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.cat.shape[0])  # cat is [B, 0] when there are no categorical fields
@@ -78,4 +103,5 @@ class Batch:
             self.num.to(device, non_blocking=True),
             {k: v.to(device, non_blocking=True) for k, v in self.labels.items()},
             self.share,
+            {k: v.to(device, non_blocking=True) for k, v in self.seq.items()},
         )

@@ -185,8 +185,8 @@ def sequence_regions(features: FeatureSpec) -> list[tuple[int, int]]:
             raise ValueError(f"{where}: share_embedding {seq.share_embedding!r} is not a categorical field; "
                              f"categorical fields: {names}")
         elif sizes[seq.share_embedding] != seq.vocab_size:
-            raise ValueError(f"{where}: vocab_size {seq.vocab_size} differs from its share_embedding field "
-                             f"{seq.share_embedding!r}'s {sizes[seq.share_embedding]}; they share one vocabulary")
+            raise ValueError(f"{where}: vocab_size {seq.vocab_size} differs from {sizes[seq.share_embedding]}, that "
+                             f"of its share_embedding field {seq.share_embedding!r}; they share one vocabulary")
         else:
             regions.append((starts[seq.share_embedding], seq.vocab_size))
         if seq.pooling == "attention" and (seq.target is None or seq.target != seq.share_embedding):
@@ -227,7 +227,9 @@ def pool_rows(table: torch.Tensor, rows: torch.Tensor, mode: str) -> torch.Tenso
 
 
 def pool_gathered(values: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """values [batch, L, dim] (zero where mask [batch, L] is False) → [batch, dim] (see pool_rows)."""
+    """values [batch, L, dim] → [batch, dim] over the positions where mask [batch, L] is True (see pool_rows;
+    like embedding_bag's padding_idx, it ignores what the padding row holds)."""
+    values = values.masked_fill(~mask.unsqueeze(-1), 0.0)
     if mode == "sum":
         return values.sum(dim=1)
     if mode == "mean":

@@ -9,18 +9,22 @@ a folder with one holds a complete export.
 The graph takes *encoded* features, as ``FeatureEncoders.transform`` returns them from raw rows:
 
 - ``categorical``: int64 [batch, n_categorical] vocabulary ids, fields in manifest order;
-- ``numeric``: float32 [batch, n_numeric] filled and normalised values.
+- ``numeric``: float32 [batch, n_numeric] filled and normalised values;
+- one input per sequence field, named as the field: int64 [batch, max_len] ids, left-aligned, padding 0
+  after them (the most recent max_len values of a longer sequence).
 
 Each input exists only where the model has such fields. Outputs: ``p_<name>`` float32 [batch] for
 every probability the model returns (e.g. p_ctr, p_cvr, p_ctcvr), and ``invalid_ids`` int64 [batch],
-the number of the row's categorical ids outside their field's vocabulary [0, vocab_size). Such an id
-is scored as its field's OOV id; the eager model refuses them, a serving graph cannot raise, so it
-counts them. The batch axis is dynamic. A run trained with ``calibration`` (its calibration.json) gets
-its calibration inside the graph: p_<task> calibrated, p_ctcvr the product of the calibrated parts.
+the number of the row's categorical and sequence ids outside their field's vocabulary [0, vocab_size).
+Such an id is scored as its field's OOV id; the eager model refuses them, a serving graph cannot raise,
+so it counts them. The batch axis is dynamic, max_len fixed. A run trained with ``calibration`` (its
+calibration.json) gets its calibration inside the graph: p_<task> calibrated, p_ctcvr the product of
+the calibrated parts.
 
 With ``--raw-inputs`` it also writes ``model_raw.onnx``: the same model behind the run's encoders as
 ONNX operators (mtl_final/onnx_encoders.py), taking one raw input per field (string or float64) and
-returning also ``unseen_values`` [batch], so serving needs neither Python nor encoders.json.
+returning also ``unseen_values`` [batch], so serving needs neither Python nor encoders.json. A sequence
+field's raw input is its cell text (split inside the graph, which needs ``--opset 20`` or later).
 
 Before anything is written the ONNX model is run with onnxruntime on ``check_rows`` random in-vocabulary
 rows and on one row, and compared with the PyTorch model; an export further from it than
@@ -60,8 +64,8 @@ from mtl_final.data.encoders import FeatureEncoders
 from mtl_final.data.errors import DataError
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.models.base import RankingModel
-from mtl_final.onnx_encoders import (UNSEEN_VALUES, default_opset, encoder_graph, raw_inputs_doc, sample_raw_rows,
-                                     with_raw_inputs)
+from mtl_final.onnx_encoders import (UNSEEN_VALUES, check_raw_inputs, default_opset, encoded_sequence, encoder_graph,
+                                     raw_inputs_doc, sample_raw_rows, sequence_encoders, with_raw_inputs)
 from mtl_final.predict import PREFIX, load_run_model
 
 __all__ = ["ExportError", "ServingGraph", "export_onnx", "export_raw_onnx", "export_run", "main", "sample_inputs"]
@@ -77,21 +81,28 @@ class ExportError(RuntimeError):
 class ServingGraph(nn.Module):
     """The traced module: encoded inputs → (p_<name> [batch] ..., invalid_ids [batch]).
 
-    ``forward(categorical [batch, Fc] int64, numeric [batch, Fn] float32)``; the argument of a kind of
-    field the model lacks is omitted (categorical only, or numeric only)."""
+    ``forward(categorical [batch, Fc] int64, numeric [batch, Fn] float32, <sequence> [batch, max_len]
+    int64 ...)``; the argument of a kind of field the model lacks is omitted (categorical only, or
+    numeric only), and there is one sequence argument per sequence field, in FeatureSpec order."""
 
     def __init__(self, model: RankingModel, features: FeatureSpec) -> None:
         super().__init__()
         self.model = model.eval()
+        self.prob_names = model.output_names
         self.n_cat, self.n_num = len(features.categorical), len(features.numeric)
+        self.sequences = [(s.name, s.vocab_size) for s in features.sequences]
+        taken = sorted({name for name, _ in self.sequences} & {"categorical", "numeric", *self.output_names})
+        if taken:
+            raise ExportError(f"sequence field(s) {taken} are named like another input or output of the serving "
+                              "graph; rename the field(s) in the dataset schema to export")
         sizes = torch.tensor([size for _, size in features.categorical], dtype=torch.long)
         self.register_buffer("vocab_sizes", sizes, persistent=False)
         self.register_buffer("oov_ids", sizes - 1, persistent=False)  # the encoders' OOV: each field's last id
-        self.prob_names = model.output_names
 
     @property
     def input_names(self) -> list[str]:
-        return (["categorical"] if self.n_cat else []) + (["numeric"] if self.n_num else [])
+        return ((["categorical"] if self.n_cat else []) + (["numeric"] if self.n_num else [])
+                + [name for name, _ in self.sequences])
 
     @property
     def output_names(self) -> list[str]:
@@ -101,15 +112,22 @@ class ServingGraph(nn.Module):
         it = iter(inputs)
         cat = next(it) if self.n_cat else None
         num = next(it) if self.n_num else None
-        rows = (cat if cat is not None else num).shape[0]
+        rows = inputs[0].shape[0]
         if cat is None:
             cat = torch.zeros(rows, 0, dtype=torch.long)
         if num is None:
             num = torch.zeros(rows, 0, dtype=torch.float32)
         bad = (cat < 0) | (cat >= self.vocab_sizes)
         cat = torch.where(bad, self.oov_ids.expand_as(cat), cat)
-        probs = self.model(Batch(cat, num)).probs
-        return (*(probs[name] for name in self.prob_names), bad.sum(dim=1))
+        invalid = bad.sum(dim=1)
+        seq = {}
+        for name, size in self.sequences:
+            ids = next(it)
+            wrong = (ids < 0) | (ids >= size)
+            seq[name] = torch.where(wrong, size - 1, ids)
+            invalid = invalid + wrong.sum(dim=1)
+        probs = self.model(Batch(cat, num, seq=seq)).probs
+        return (*(probs[name] for name in self.prob_names), invalid)
 
 
 def _require_exporter() -> None:
@@ -121,7 +139,9 @@ def _require_exporter() -> None:
 
 
 def sample_inputs(features: FeatureSpec, rows: int, seed: int = 0) -> list[np.ndarray]:
-    """Random in-vocabulary graph inputs: ids uniform in [0, vocab_size) per field, numerics N(0, 1)."""
+    """Random in-vocabulary graph inputs: ids uniform in [0, vocab_size) per field, numerics N(0, 1); per
+    sequence field [rows, max_len] ids uniform in [1, vocab_size), left-aligned, lengths uniform in
+    0..max_len (padding 0 after them)."""
     rng = np.random.default_rng(seed)
     out = []
     if features.categorical:
@@ -129,6 +149,10 @@ def sample_inputs(features: FeatureSpec, rows: int, seed: int = 0) -> list[np.nd
         out.append((rng.random((rows, len(sizes))) * sizes).astype(np.int64))
     if features.numeric:
         out.append(rng.standard_normal((rows, len(features.numeric))).astype(np.float32))
+    for s in features.sequences:
+        ids = rng.integers(1, s.vocab_size, (rows, s.max_len), dtype=np.int64)
+        lengths = rng.integers(0, s.max_len + 1, rows)
+        out.append(np.where(np.arange(s.max_len) < lengths[:, None], ids, 0))
     return out
 
 
@@ -241,6 +265,10 @@ def export_onnx(model: RankingModel, features: FeatureSpec, path: str | Path, op
     if graph.n_num:
         inputs_doc["numeric"] = {"dtype": "float32", "shape": ["batch", graph.n_num],
                                  "fields": list(features.numeric)}
+    for s in features.sequences:
+        inputs_doc[s.name] = {"dtype": "int64", "shape": ["batch", s.max_len], "sequence": True, "padding": 0,
+                              "vocab_size": s.vocab_size, "oov_index": s.vocab_size - 1, "pooling": s.pooling,
+                              "share_embedding": s.share_embedding}
     return {
         "inputs": inputs_doc,
         "outputs": [{"name": n, "dtype": "float32", "shape": ["batch"]} for n in graph.output_names[:-1]]
@@ -270,19 +298,18 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
     diffs = dict.fromkeys([*names, UNSEEN_VALUES], 0.0)
     encoded_diff = 0.0
     sizes = sorted({check_rows, 1}, reverse=True)
+    counts_unseen = bool(graph.n_cat or graph.sequences)
     session = _onnx_session(Path(path))
     front = _onnx_session(encoder_graph(encoders, default_opset(merged)).SerializeToString())  # encoders alone
     try:
         for rows in sizes:
             raw = sample_raw_rows(encoders, rows, seed=rows)
-            cat, num = encoders.transform(pd.DataFrame(raw))
-            encoded = ([cat.astype(np.int64)] if graph.n_cat else []) + ([num] if graph.n_num else [])
+            cat, num, seq = _transform(encoders, pd.DataFrame(raw))
+            cat = cat.astype(np.int64)
+            seq = {name: seq[name].astype(np.int64) for name, _ in graph.sequences}
+            encoded = ([cat] if graph.n_cat else []) + ([num] if graph.n_num else []) + list(seq.values())
             got_encoded = _named_outputs(front, raw)
-            if graph.n_cat and not np.array_equal(got_encoded["categorical"], encoded[0]):
-                row, col = np.argwhere(got_encoded["categorical"] != encoded[0])[0]
-                field = encoders.categorical[col].name
-                raise ExportError(f"the ONNX encoders give id {got_encoded['categorical'][row, col]} for "
-                                  f"{field}={raw[field][row]!r}, FeatureEncoders gives {encoded[0][row, col]}")
+            _check_encoded_ids(got_encoded, cat if graph.n_cat else None, seq, raw, encoders)
             if graph.n_num:
                 gap = np.abs(got_encoded["numeric"].astype(np.float64) - num) / (1 + np.abs(num))
                 encoded_diff = max(encoded_diff, float(gap.max(initial=0.0)))
@@ -290,10 +317,12 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
                 want = [t.numpy() for t in graph(*(torch.from_numpy(a) for a in encoded))]
             unseen = (cat == np.array([e.oov_index for e in encoders.categorical])).sum(axis=1) if graph.n_cat \
                 else np.zeros(rows, dtype=np.int64)
+            for e in sequence_encoders(encoders):
+                unseen = unseen + (seq[e.name] == e.oov_index).sum(axis=1)
             got = _named_outputs(session, raw)
             for name, w in zip(names, want):
                 diffs[name] = max(diffs[name], float(np.abs(got[name].astype(np.float64) - w).max(initial=0.0)))
-            if graph.n_cat:
+            if counts_unseen:
                 diffs[UNSEEN_VALUES] = max(diffs[UNSEEN_VALUES], float(np.abs(got[UNSEEN_VALUES] - unseen).max()))
     finally:
         encoders.reset_counters()
@@ -304,12 +333,34 @@ def export_raw_onnx(model: RankingModel, encoders: FeatureEncoders, encoded_path
         if diff > limits[name]:
             raise ExportError(f"the raw-input graph differs from encoders + PyTorch by {diff:.3g} on {name} "
                               f"(allowed {limits[name]:.3g})")
-    outputs = names[:-1] + [INVALID_IDS] + ([UNSEEN_VALUES] if graph.n_cat else [])
+    outputs = names[:-1] + [INVALID_IDS] + ([UNSEEN_VALUES] if counts_unseen else [])
     return {"file": Path(path).name, "inputs": raw_inputs_doc(encoders),
             "outputs": [{"name": n, "dtype": "float32" if n.startswith(PREFIX) else "int64", "shape": ["batch"]}
                         for n in outputs],
             "check": {"rows": sizes, "max_abs_diff": diffs, "numeric_max_relative_diff": encoded_diff,
                       "ids": "equal"}}
+
+
+def _transform(encoders: FeatureEncoders, frame: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """FeatureEncoders.transform as (cat [N, Fc], num [N, Fn], seq: name -> [N, max_len])."""
+    rows = encoders.transform(frame)
+    cat, num = rows
+    return cat, num, rows.seq
+
+
+def _check_encoded_ids(got: dict[str, np.ndarray], cat: np.ndarray | None, seq: dict[str, np.ndarray],
+                       raw: dict[str, np.ndarray], encoders: FeatureEncoders) -> None:
+    """Raise ExportError naming the field and its raw value where the encoder graph's ids (``got``) differ
+    from FeatureEncoders' (cat [N, Fc] or None, seq: name -> [N, max_len])."""
+    expected = ([("categorical", cat, [e.name for e in encoders.categorical])] if cat is not None else []) + [
+        (encoded_sequence(name), ids, [name] * ids.shape[1]) for name, ids in seq.items()]
+    for output, want, fields in expected:
+        if not np.array_equal(got[output], want):
+            row, col = np.argwhere(got[output] != want)[0]
+            field = fields[col]
+            raise ExportError(f"the ONNX encoders give id {got[output][row, col]} for {field}={raw[field][row]!r}"
+                              f"{f' (position {col})' if output != 'categorical' else ''}, FeatureEncoders gives "
+                              f"{want[row, col]}")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: int = DEFAULT_OPSET,
@@ -326,6 +377,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, opset: in
         raise ValueError(f"--out {out_dir} is a file; name a folder for the export")
     _require_exporter()
     model, encoders, cfg = load_run_model(run_dir)
+    if raw_inputs:  # before the encoded export: what the raw-input graph cannot encode fails at once
+        try:
+            check_raw_inputs(encoders, opset)
+        except ValueError as e:
+            raise ExportError(f"{run_dir}: --raw-inputs: {e}; {out_dir} was left as it was") from e
     calibration = load_calibration(run_dir)  # None: the run serves its model's own probabilities
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)

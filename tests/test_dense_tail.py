@@ -26,7 +26,7 @@ from mtl_final.nn.final import FinalBlock
 from mtl_final.nn.mlp import MLPBlock
 from mtl_final.train.runtime import configure_runtime
 from mtl_final.train.trainer import Trainer
-from tests.support.model_fixtures import SMALL, make_cfg, tasks, tiny_batch, tiny_features
+from tests.support.model_fixtures import SEQUENCE_MODELS, SMALL, make_cfg, tasks, tiny_batch, tiny_features
 from tests.support.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -362,16 +362,17 @@ def test_every_model_trains_the_same_with_fused_kernels(name, block):
                        "expert.hidden_units=[8]", "block.dropout=0", "tower.dropout=0", "expert.dropout=0",
                        f"train.kernels={mode}", "train.optimizer=sgd", *SMALL.get(name, []))
         torch.manual_seed(0)
-        model = build_model(cfg, tiny_features(), tasks(*names))
+        seq = name in SEQUENCE_MODELS
+        model = build_model(cfg, tiny_features(seq), tasks(*names))
         configure_runtime(cfg["train"], "cpu", lambda s: None)
         trainer = Trainer(model, cfg, log=lambda s: None)
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
-        loss, _ = trainer.train_step(tiny_batch(32, tasks=names), params)
+        loss, _ = trainer.train_step(tiny_batch(32, tasks=names, sequences=seq), params)
         grads = [p.grad.clone() if p.grad is not None else None for p in params]
         model.eval()
         with torch.no_grad():
-            probs = model(tiny_batch(16, seed=1, tasks=names)).probs
+            probs = model(tiny_batch(16, seed=1, tasks=names, sequences=seq)).probs
         results[mode] = (loss.detach(), grads, probs)
     kernels.use_kernels("native")
     (loss, grads, probs), (loss_ref, grads_ref, probs_ref) = results["native"], results["torch"]

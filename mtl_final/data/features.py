@@ -8,11 +8,13 @@ import torch
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """One sequence field as the models see it.
+    """One sequence field (a multi-valued attribute or a behaviour history) as the models see it.
 
-    vocab_size: rows of its table region (padding + vocabulary + OOV); for a shared sequence the
-        region (and size) of the categorical field ``share_embedding``, else its own.
-    pooling: mean | sum | max | attention; target: the categorical field attention weighs against.
+    max_len: ids per row (``Batch.seq[name]`` is [B, max_len], left-aligned, padding 0 at the end).
+    vocab_size: rows of its table region (padding + vocabulary + OOV).
+    share_embedding: the categorical field whose table region (and vocabulary) it uses, or None (its own).
+    pooling: mean | sum | max | attention. target: the categorical field attention compares with.
+    attention_units / attention_activation: the attention unit's hidden widths and activation.
     """
 
     name: str
@@ -32,8 +34,7 @@ class FeatureSpec:
     categorical: (field name, vocabulary size) in column order of ``Batch.cat``;
         the size counts padding (index 0) and OOV (index size - 1).
     numeric: field names in column order of ``Batch.num``.
-    sequences: the sequence fields in schema order (the keys of ``Batch.seq``), each embedded as
-        one pooled vector after the numeric fields.
+    sequences: the sequence fields, each one ``Batch.seq`` entry and one pooled embedding field.
     """
 
     categorical: tuple[tuple[str, int], ...] = ()
@@ -46,7 +47,7 @@ class FeatureSpec:
 
     @property
     def field_names(self) -> list[str]:
-        """Names in embedding order: categorical fields, then numeric ones, then sequence ones."""
+        """Names in embedding order: categorical fields, numeric ones, then sequence ones."""
         return [name for name, _ in self.categorical] + list(self.numeric) + [s.name for s in self.sequences]
 
 
@@ -68,7 +69,7 @@ class BatchShare:
 class Batch:
     """One mini-batch. cat: [B, Fc] int64, num: [B, Fn] float32, labels: task -> [B] float32;
     share: set by a sharded loader (this batch is one rank's part of a global batch), else None;
-    seq: sequence field -> [B, max_len] int64 ids, left-aligned, padding 0 at the end."""
+    seq: sequence field name -> [B, max_len] int64 ids (padding 0)."""
 
     cat: torch.Tensor
     num: torch.Tensor

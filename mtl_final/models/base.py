@@ -115,8 +115,9 @@ class RankingModel(nn.Module):
         return reg
 
     def network_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters outside the FeatureEmbedding modules: what model.net_regularizer covers."""
-        embedding = {id(p) for m in self.modules() if isinstance(m, FeatureEmbedding) for p in m.parameters()}
+        """Trainable parameters outside the embedding tables and numeric vectors (the attention units of
+        sequence fields included): what model.net_regularizer covers."""
+        embedding = {id(p) for m in self.modules() if isinstance(m, FeatureEmbedding) for p in m.embedding_parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in embedding]
 
     def loss(self, out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

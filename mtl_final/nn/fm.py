@@ -6,11 +6,24 @@ with the pairwise sum computed in O(F·D) by the sum-square identity
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from mtl_final.data.features import Batch, FeatureSpec
 from mtl_final.nn.embedding import FeatureEmbedding
+
+
+def first_order_features(features: FeatureSpec) -> FeatureSpec:
+    """The layout of the first-order weights: ``features`` with every attention sequence mean-pooled.
+
+    A sequence's first-order term pools its ids' weights w_v like the field (mean, sum or max); a
+    1-dim attention unit would compare scalars, so an attention history contributes the mean of its
+    weights instead. A shared sequence reads its owner's weights (one w_v per item)."""
+    sequences = tuple(dataclasses.replace(s, pooling="mean") if s.pooling == "attention" else s
+                      for s in features.sequences)
+    return dataclasses.replace(features, sequences=sequences)
 
 
 def first_order_logit(weights: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -24,13 +37,13 @@ class LogisticRegression(nn.Module):
 
     The per-feature weights w_f are a FeatureEmbedding of dim 1 (its own table, so the base
     model's init and whole-table embedding L2 treat it like any other embedding); a numeric
-    field contributes value · w_f. The bias w_0 starts at zero.
-    Shapes: Batch → [batch].
+    field contributes value · w_f, a sequence field its pooled weights (`first_order_features`). The
+    bias w_0 starts at zero. Shapes: Batch → [batch].
     """
 
     def __init__(self, features: FeatureSpec, bias: bool = True) -> None:
         super().__init__()
-        self.weights = FeatureEmbedding(features, 1)
+        self.weights = FeatureEmbedding(first_order_features(features), 1)
         self.bias = nn.Parameter(torch.zeros(1)) if bias else None
 
     @torch.no_grad()

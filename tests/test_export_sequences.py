@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -17,7 +18,7 @@ import torch
 
 import mtl_final.export as export_mod
 from mtl_final.data import schema as schema_mod
-from mtl_final.data.encoders import FeatureEncoders
+from mtl_final.data.encoders import EncodedRows, FeatureEncoders
 from mtl_final.data.features import Batch, FeatureSpec, SequenceSpec
 from mtl_final.data.schema import FieldSpec
 from mtl_final.export import ExportError, ServingGraph, export_onnx, export_raw_onnx
@@ -129,7 +130,8 @@ class ReferenceSequenceEncoder:
     dtype = "str"
 
     def __init__(self, name: str, separator: str, max_len: int, vocab: list[str], last: bool = True) -> None:
-        self.name, self.separator, self.max_len, self.vocab, self.last = name, separator, max_len, vocab, last
+        self.name, self.separator, self.max_len, self.last = name, separator, max_len, last
+        self.vocab = SimpleNamespace(vocab=list(vocab))  # as SequenceEncoder: the (owner's) vocabulary encoder
         self.oov_index = len(vocab) + 1
         self.index = {v: i + 1 for i, v in enumerate(vocab)}
 
@@ -143,8 +145,8 @@ class ReferenceSequenceEncoder:
 
 
 class EncodersWithSequences:
-    """FeatureEncoders (categorical, numeric) plus reference sequence encoders, with the interface's
-    transform: (cat, num, seq)."""
+    """FeatureEncoders (categorical, numeric) plus reference sequence encoders, with FeatureEncoders'
+    transform: (cat, num) with the sequences as ``.seq``."""
 
     def __init__(self, base: FeatureEncoders, sequences: list[ReferenceSequenceEncoder], specs) -> None:
         self.base, self.sequences, self.specs = base, sequences, specs
@@ -156,7 +158,7 @@ class EncodersWithSequences:
 
     def transform(self, df: pd.DataFrame):
         cat, num = self.base.transform(df[self.base.columns])
-        return cat, num, {e.name: e.transform(df[e.name]) for e in self.sequences}
+        return EncodedRows(cat, num, {e.name: e.transform(df[e.name]) for e in self.sequences})
 
     def reset_counters(self) -> None:
         self.base.reset_counters()
@@ -186,7 +188,7 @@ def test_the_encoder_graph_splits_cells_like_the_interface_encoding():
              "hist": np.array(["i3|i1|i2", "", "i1||zz|i2", "i0|i1|i2|i3|i4|i5|i6|i0|i1"], dtype=object)}
     session = _session(encoder_graph(encoders, 20))
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, cells)))
-    _, _, seq = encoders.transform(pd.DataFrame(cells))
+    seq = encoders.transform(pd.DataFrame(cells)).seq
     i = {v: k + 1 for k, v in enumerate(encoders.categorical[0].vocab)}
     assert seq["hist"].tolist() == [[i["i3"], i["i1"], i["i2"], 0, 0, 0], [0] * 6, [i["i1"], 8, i["i2"], 0, 0, 0],
                                     [i[v] for v in ["i3", "i4", "i5", "i6", "i0", "i1"]]]  # the last 6 of 9
@@ -262,7 +264,8 @@ def test_a_trained_din_run_exports_with_raw_inputs_and_scores_like_predict(tmp_p
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["inputs"]["hist"]["shape"] == ["batch", 5]
     frame = pd.read_csv(root / "test.csv", dtype=str, keep_default_na=False)
-    got = _session(str(run / "export" / "model_raw.onnx")).run(
-        None, {c: frame[c].to_numpy(dtype=object) for c in ("item", "hist")})
+    session = _session(str(run / "export" / "model_raw.onnx"))
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {c: frame[c].to_numpy(dtype=object) for c in ("item", "hist")})))
     predict(run, root / "test.csv", tmp_path / "pred.csv", log=None)
-    np.testing.assert_allclose(got[0], pd.read_csv(tmp_path / "pred.csv")["p_ctr"].to_numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["p_ctr"], pd.read_csv(tmp_path / "pred.csv")["p_ctr"].to_numpy(), rtol=0, atol=1e-6)

@@ -37,9 +37,9 @@ from mtl_final.benchmark.runner import (
     DEFAULT_CONFIGS_DIR,
     MODEL_IDS,
     MTL_VARIANTS,
-    MULTI_TASK,
     BenchmarkError,
     csv_path,
+    grid_layout,
     plan_cells,
     plan_grid,
     read_rows,
@@ -136,8 +136,8 @@ def main(argv: Sequence[str] | None = None, entry: str | Sequence[str] | None = 
     if not args.report_only:
         try:
             if grid:
-                plan_grid(args.grid, args.variants or "all", args.seeds, overrides)  # fail before logging
-                read_rows(csv_path(args.out, title), layout=MULTI_TASK)
+                cells = plan_grid(args.grid, args.variants or "all", args.seeds, overrides)  # fail before logging
+                read_rows(csv_path(args.out, title), layout=grid_layout(cells))
                 report.log_command(args.out, title, command)
                 summary = run_grid(title, args.grid, args.variants or "all", args.seeds, out_dir=args.out,
                                    runs_dir=args.runs_dir, overrides=overrides, log=log)

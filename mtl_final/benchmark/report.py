@@ -32,9 +32,10 @@ from mtl_final.benchmark.runner import (
     MTL_MODEL_ORDER,
     MTL_TASKS,
     MTL_VARIANTS,
-    MULTI_TASK,
+    columns_scored,
     csv_path,
     is_final_family,
+    read_grid_rows,
     read_rows,
     run_dir_of,
 )
@@ -403,13 +404,19 @@ def write_report(dataset: str, out_dir: str | Path = "results", command: str | N
 
 # ------------------------------------------------------------------------- multi-task grid report
 
-# (CSV column, table heading) of the grid report's AUC table; es_cvr_auc only when some row has it.
-GRID_AUC_COLUMNS: tuple[tuple[str, str], ...] = (
-    *((f"test_{t}_auc", f"test {t} AUC ×100" + (" (clicked rows)" if t == "cvr" else "")) for t in MTL_TASKS),
-    ("es_cvr_auc", "entire-space cvr AUC ×100"),
-)
-GRID_LOGLOSS_COLUMNS: tuple[tuple[str, str], ...] = tuple((f"test_{t}_logloss", f"test {t} logloss") for t in MTL_TASKS)
 BASE_VARIANT = "mlp"
+
+
+def grid_auc_columns(scored: Sequence[str]) -> list[tuple[str, str]]:
+    """(CSV column, table heading) of the grid report's AUC table for the scored names; es_cvr_auc
+    is last (the report drops it when no row has it)."""
+    return [*((f"test_{t}_auc", f"test {t} AUC ×100" + (" (clicked rows)" if t == "cvr" else "")) for t in scored),
+            ("es_cvr_auc", "entire-space cvr AUC ×100")]
+
+
+def grid_logloss_columns(scored: Sequence[str]) -> list[tuple[str, str]]:
+    """(CSV column, table heading) of the grid report's logloss table."""
+    return [(f"test_{t}_logloss", f"test {t} logloss") for t in scored]
 
 
 def summarize_grid(rows: Sequence[dict[str, Any]],
@@ -450,9 +457,10 @@ def _column_mean(group: Sequence[dict[str, Any]], column: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _grid_tables(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
-    auc_cols = [(c, h) for c, h in GRID_AUC_COLUMNS
+def _grid_tables(groups: dict[tuple[str, str], list[dict[str, Any]]], scored: Sequence[str]) -> list[str]:
+    auc_cols = [(c, h) for c, h in grid_auc_columns(scored)
                 if c != "es_cvr_auc" or any(r["es_cvr_auc"] is not None for g in groups.values() for r in g)]
+    logloss_cols = grid_logloss_columns(scored)
     lines = ["## Test AUC ×100", "",
              "| model | variant | n | seeds | " + " | ".join(h for _, h in auc_cols) + " | best epoch | train s |",
              "|---|---|---:|---|" + "---:|" * len(auc_cols) + "---:|---:|"]
@@ -463,11 +471,11 @@ def _grid_tables(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[st
             + f" | {statistics.fmean(r['best_epoch'] for r in g):.1f} | {statistics.fmean(r['seconds'] for r in g):.1f} |"
         )
     lines += ["", "## Test logloss", "",
-              "| model | variant | n | " + " | ".join(h for _, h in GRID_LOGLOSS_COLUMNS) + " |",
-              "|---|---|---:|" + "---:|" * len(GRID_LOGLOSS_COLUMNS)]
+              "| model | variant | n | " + " | ".join(h for _, h in logloss_cols) + " |",
+              "|---|---|---:|" + "---:|" * len(logloss_cols)]
     for (model, variant), g in groups.items():
         lines.append(f"| {model} | {variant} | {len(g)} | "
-                     + " | ".join(_column_mean_std(g, c, 1, 4) for c, _ in GRID_LOGLOSS_COLUMNS) + " |")
+                     + " | ".join(_column_mean_std(g, c, 1, 4) for c, _ in logloss_cols) + " |")
     deltas = []
     for (model, variant), g in groups.items():
         base = groups.get((model, BASE_VARIANT))
@@ -495,23 +503,28 @@ def render_grid_report(name: str, rows: Sequence[dict[str, Any]], out_dir: str |
     """The generated part of a multi-task grid report (everything above the notes marker); the
     calibration table reads the runs' metrics.json under ``runs_dir`` (none without it)."""
     groups = summarize_grid(rows, log)
+    scored = columns_scored(list(rows[0])) if rows else ()
     src = csv_path(out_dir, name)
     variants = "; ".join(f"`{v}` = `{' '.join(o)}`" for v, o in MTL_VARIANTS.items())
+    scoring = ("cvr is scored on clicked rows only, ctcvr = pctr·pcvr on all rows; entire-space cvr "
+               "(simulator only) scores pcvr on every test row against a label drawn from the true pCVR."
+               if "ctcvr" in scored else
+               f"Tasks {', '.join(scored)}: each scored on the rows it is defined on (all rows unless "
+               "declared `on` another task).")
     lines = [
         f"# Multi-task benchmark {name}",
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `mtl_final.benchmark --grid` from `{src}` "
         f"({sum(len(g) for g in groups.values())} runs).",
         "Mean ± sample std over seeds, from each run's best-validation checkpoint (train.monitor of its "
-        "config). cvr is scored on clicked rows only, ctcvr = pctr·pcvr on all rows; entire-space cvr "
-        "(simulator only) scores pcvr on every test row against a label drawn from the true pCVR.",
+        f"config). {scoring}",
         f"Variants: {variants}; MMoE / PLE also get `expert=<the tower's kind>`.",
         "",
     ]
-    lines += _grid_tables(groups) if groups else ["No results yet."]
+    lines += _grid_tables(groups, scored) if groups else ["No results yet."]
     runs = {key: [run_dir_of(runs_dir, name, "/".join(key), r["seed"]) for r in g] for key, g in groups.items()} \
         if runs_dir is not None else {}
-    lines += [""] + _calibration(runs, ["model", "variant"], MTL_TASKS, runs_dir, log)
+    lines += [""] + _calibration(runs, ["model", "variant"], scored or MTL_TASKS, runs_dir, log)
     lines += [""] + _commands(out_dir, name, command) + [""]
     return "\n".join(lines)
 
@@ -520,6 +533,6 @@ def write_grid_report(name: str, out_dir: str | Path = "results", command: str |
                       log: Callable[[str], None] | None = print, runs_dir: str | Path | None = None) -> Path:
     """(Re)write ``<out_dir>/<name>.md`` from the grid CSV (and the runs under ``runs_dir``), keeping the
     notes below the marker."""
-    rows = read_rows(csv_path(out_dir, name), log, MULTI_TASK)
+    rows = read_grid_rows(csv_path(out_dir, name), log)
     return _write_keeping_notes(report_path(out_dir, name),
                                 render_grid_report(name, rows, out_dir, command, log, runs_dir))

@@ -7,7 +7,9 @@ rule:
   config per model id under ``configs/benchmarks/<dataset>/``;
 * multi-task grid (``--grid``): cells (config × variant × seed), the variant being a named list of
   tower/expert overrides (:data:`MTL_VARIANTS`); the cell id is ``<config stem without its
-  prefix>/<variant>``, e.g. ``esmm/final`` for ``hillstrom_esmm.yaml``.
+  prefix>/<variant>``, e.g. ``esmm/final`` for ``hillstrom_esmm.yaml``. The grid's CSV columns
+  follow what its configs score (:func:`scored_names`, the same for every config of one grid): for
+  the funnel grids ctr, cvr and ctcvr (:data:`MULTI_TASK`).
 
 Every finished cell is appended at once to ``<out>/<name>.csv`` (one row, flushed); a cell
 already in the CSV is skipped, so an interrupted benchmark resumes where it stopped. A cell that
@@ -25,7 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mtl_final.config import ConfigError, load_config
-from mtl_final.train.run import can_resume, run_experiment
+from mtl_final.models.base import task_output_names
+from mtl_final.models.registry import MODELS
+from mtl_final.train.run import can_resume, resolve_dataset, run_experiment
 from mtl_final.train.run_dir import clear_run_dir
 
 # Paper order: Table 1 (baselines, then the FINAL variants), then Table 2's MLP and drop-ins.
@@ -41,15 +45,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIGS_DIR = REPO_ROOT / "configs" / "benchmarks"
 
 # ---- multi-task grid
-# Tasks scored per multi-task cell: ctr (all rows), cvr (clicked rows), ctcvr = pctr·pcvr (all rows).
+# What a funnel grid's cells score: ctr (all rows), cvr (clicked rows), ctcvr = pctr·pcvr (all rows).
 MTL_TASKS: tuple[str, ...] = ("ctr", "cvr", "ctcvr")
-MTL_CSV_COLUMNS: tuple[str, ...] = (
-    "model", "variant", "seed",
-    *(f"{col}_{task}_{metric}" for task in MTL_TASKS
-      for col, metric in (("valid", "auc"), ("test", "auc"), ("test", "logloss"))),
+_MTL_HEAD: tuple[str, ...] = ("model", "variant", "seed")
+_MTL_TAIL: tuple[str, ...] = (
     "es_cvr_auc",  # entire-space CVR AUC (simulator ground truth); empty for real data
     "best_epoch", "seconds",
 )
+_MTL_SCORES: tuple[tuple[str, str], ...] = (("valid", "auc"), ("test", "auc"), ("test", "logloss"))
+
+
+def mtl_csv_columns(scored: Sequence[str]) -> tuple[str, ...]:
+    """The columns of a grid CSV whose cells score ``scored`` (tasks and entire-space products)."""
+    return (*_MTL_HEAD, *(f"{col}_{name}_{metric}" for name in scored for col, metric in _MTL_SCORES),
+            *_MTL_TAIL)
+
+
+MTL_CSV_COLUMNS: tuple[str, ...] = mtl_csv_columns(MTL_TASKS)
 # The variants of the multi-task grid, in report order: overrides applied to every model. Models
 # with experts (EXPERT_MODELS) also get ``expert=<the tower's kind>``, so a FINAL variant of
 # MMoE / PLE has FINAL experts as well as FINAL towers (and the mlp variant MLP experts).
@@ -76,13 +88,15 @@ def is_final_family(model: str) -> bool:
 @dataclass(frozen=True)
 class Cell:
     """One benchmark run. ``variant`` is None for single-task cells; ``overrides`` are the
-    variant's config overrides (applied before the command line's)."""
+    variant's config overrides (applied before the command line's); ``scored``: see
+    :func:`scored_names`."""
 
     model: str
     seed: int
     config: Path
     variant: str | None = None
     overrides: tuple[str, ...] = ()
+    scored: tuple[str, ...] = ()  # grid cells: what the run scores (its CSV columns)
 
     @property
     def label(self) -> str:
@@ -136,9 +150,19 @@ class CsvLayout:
         return "/".join(str(row[k]) for k in self.key)
 
 
+def mtl_layout(scored: Sequence[str]) -> CsvLayout:
+    """The layout of a grid CSV whose cells score ``scored``."""
+    return CsvLayout(mtl_csv_columns(scored), key=("model", "variant"), strings=frozenset({"model", "variant"}),
+                     optional=frozenset({"es_cvr_auc"}))
+
+
+def columns_scored(columns: Sequence[str]) -> tuple[str, ...]:
+    """The scored names of grid CSV columns (``valid_<name>_auc``), in column order."""
+    return tuple(c[len("valid_"):-len("_auc")] for c in columns if c.startswith("valid_") and c.endswith("_auc"))
+
+
 SINGLE_TASK = CsvLayout(CSV_COLUMNS, key=("model",), strings=frozenset({"model"}))
-MULTI_TASK = CsvLayout(MTL_CSV_COLUMNS, key=("model", "variant"), strings=frozenset({"model", "variant"}),
-                       optional=frozenset({"es_cvr_auc"}))
+MULTI_TASK = mtl_layout(MTL_TASKS)
 
 
 # ------------------------------------------------------------------------------------- resolution
@@ -232,6 +256,23 @@ def read_rows(path: str | Path, log: Callable[[str], None] | None = None,
     return rows
 
 
+def read_grid_rows(path: str | Path, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The parsed rows of a grid CSV of any scored names, its layout taken from its header ([] when
+    the file is absent or empty). A header that is no grid layout is a BenchmarkError."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), None)
+    if header is None:
+        return []
+    scored = columns_scored(header)
+    if tuple(header) != mtl_csv_columns(scored):
+        raise BenchmarkError(f"{path} has columns {header}, which are not those of a multi-task grid "
+                             f"(e.g. {list(MTL_CSV_COLUMNS)}); move it away or fix it")
+    return read_rows(path, log, mtl_layout(scored))
+
+
 def _format(value: Any) -> str:
     if value is None:
         return ""
@@ -289,17 +330,19 @@ def metrics_row(model: str, seed: int, metrics: Mapping[str, Any], task: str = "
     return row
 
 
-def mtl_metrics_row(model: str, variant: str, seed: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The multi-task CSV row of one finished run: valid/test AUC and test logloss of ctr, cvr
-    (clicked rows) and ctcvr (all rows), and the entire-space CVR AUC when the run had the
-    simulator's ground truth (``metrics["test_entire_space"]["cvr_auc"]``; else None, written empty)."""
+def mtl_metrics_row(model: str, variant: str, seed: int, metrics: Mapping[str, Any],
+                    scored: Sequence[str] = MTL_TASKS) -> dict[str, Any]:
+    """The multi-task CSV row of one finished run: valid/test AUC and test logloss of every name in
+    ``scored`` (by default ctr, cvr on clicked rows and ctcvr on all rows), and the entire-space CVR
+    AUC when the run had the simulator's ground truth (``metrics["test_entire_space"]["cvr_auc"]``;
+    else None, written empty)."""
     test, valid = metrics["test"], metrics["valid"]
-    missing = [t for t in MTL_TASKS if t not in test or t not in valid]
+    missing = [t for t in scored if t not in test or t not in valid]
     if missing:
-        raise KeyError(f"no task(s) {missing} in the metrics (tasks: {sorted(test)}); the multi-task grid "
-                       "needs tasks ctr and cvr declared on ctr (whose product is ctcvr)")
+        raise KeyError(f"no task(s) {missing} in the metrics (tasks: {sorted(test)}); this grid's CSV "
+                       f"holds {list(scored)}")
     row: dict[str, Any] = {"model": model, "variant": variant, "seed": int(seed)}
-    for t in MTL_TASKS:
+    for t in scored:
         row[f"valid_{t}_auc"] = float(valid[t]["auc"])
         row[f"test_{t}_auc"] = float(test[t]["auc"])
         row[f"test_{t}_logloss"] = float(test[t]["logloss"])
@@ -441,6 +484,20 @@ def _load_checked(config: Path, overrides: Sequence[str]) -> dict[str, Any]:
         raise BenchmarkError(f"{config}: {exc}") from exc
 
 
+def scored_names(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a run of ``cfg`` scores, from its dataset schema and its ``tasks``: every task, then the
+    entire-space product of each task declared on another (``ctr, cvr, ctcvr`` for the funnel)."""
+    schema, _ = resolve_dataset(cfg)
+    if cfg["tasks"]:
+        schema = schema.select_tasks(list(cfg["tasks"]))
+    return tuple(task_output_names(schema.tasks))
+
+
+def grid_layout(cells: Sequence[Cell]) -> CsvLayout:
+    """The CSV layout of a planned grid (:func:`plan_grid` checked that every cell scores the same)."""
+    return mtl_layout(cells[0].scored)
+
+
 def plan_grid(configs: Sequence[str | Path], variants: str | Sequence[str], seeds: str | Iterable[int],
               overrides: Sequence[str] = (), log: Callable[[str], None] | None = None) -> list[Cell]:
     """Every (config, variant, seed) cell in run order: configs in the given order, variants within
@@ -463,13 +520,25 @@ def plan_grid(configs: Sequence[str | Path], variants: str | Sequence[str], seed
         raise BenchmarkError(f"grid configs share model id(s) {dupes} (the stem after its prefix): "
                              f"{[str(p) for p in paths]}")
     variant_names, seed_list = parse_variants(variants), parse_seeds(seeds)
-    cells = []
+    cells: list[Cell] = []
     for path, model in zip(paths, ids):
-        model_name = _load_checked(path, overrides)["model"]["name"]
+        cfg = _load_checked(path, overrides)
+        model_name = cfg["model"]["name"]
+        if not MODELS[model_name].MULTI_TASK and variant_names != ["mlp"]:
+            raise BenchmarkError(f"{path}: model {model_name!r} has no towers or experts, which the variants "
+                                 "change; give it a grid of its own with --variants mlp")
+        try:
+            scored = scored_names(cfg)
+        except (OSError, ValueError) as exc:  # a missing or bad schema, an unknown task
+            raise BenchmarkError(f"{path}: {exc}") from exc
+        if cells and scored != cells[0].scored:
+            raise BenchmarkError(f"{path} scores {list(scored)} but {cells[0].config} scores "
+                                 f"{list(cells[0].scored)}: one grid CSV holds one set of tasks; run "
+                                 "configs of other tasks as a grid of their own (--name)")
         for variant in variant_names:
             ovr = tuple(variant_overrides(variant, model_name))
             _load_checked(path, [*ovr, *overrides])
-            cells += [Cell(model, seed, path, variant, ovr) for seed in seed_list]
+            cells += [Cell(model, seed, path, variant, ovr, scored) for seed in seed_list]
     return cells
 
 
@@ -478,19 +547,21 @@ def run_grid(name: str, configs: Sequence[str | Path], variants: str | Sequence[
              runs_dir: str | Path = "runs/benchmarks", overrides: Sequence[str] = (),
              log: Callable[[str], None] = print) -> RunSummary:
     """Run every (config, variant, seed) cell not yet in ``<out_dir>/<name>.csv`` (columns
-    :data:`MTL_CSV_COLUMNS`), appending a row per finished cell; run directories go to
+    :func:`mtl_csv_columns` of what the configs score), appending a row per finished cell; run directories go to
     ``<runs_dir>/<name>/<model>/<variant>/seed<seed>``. Same resume and failure rules as
     :func:`run_benchmark`."""
     cells = plan_grid(configs, variants, seeds, overrides, log)
+    layout = grid_layout(cells)
+    scored = cells[0].scored
 
     def describe(row: Mapping[str, Any]) -> str:
-        text = "test auc " + " ".join(f"{t} {row[f'test_{t}_auc']:.6f}" for t in MTL_TASKS)
+        text = "test auc " + " ".join(f"{t} {row[f'test_{t}_auc']:.6f}" for t in scored)
         if row["es_cvr_auc"] is not None:
             text += f" entire-space cvr {row['es_cvr_auc']:.6f}"
         return text
 
     return _run_cells(
-        name, cells, csv_path(out_dir, name), MULTI_TASK,
-        make_row=lambda cell, metrics: mtl_metrics_row(cell.model, cell.variant, cell.seed, metrics),
+        name, cells, csv_path(out_dir, name), layout,
+        make_row=lambda cell, metrics: mtl_metrics_row(cell.model, cell.variant, cell.seed, metrics, scored),
         describe=describe, runs_dir=runs_dir, overrides=overrides, log=log,
     )

@@ -18,6 +18,13 @@ def entire_space_name(parent: str, child: str) -> str:
     return "ctcvr" if (parent, child) == ("ctr", "cvr") else f"{parent}_{child}"
 
 
+def task_output_names(tasks: Sequence[Any]) -> list[str]:
+    """What a model of these tasks (TaskSpec-like: name, on) predicts and the metrics score: every
+    task, then the entire-space product (e.g. 'ctcvr') of each task declared on another of them."""
+    names = [t.name for t in tasks]
+    return names + [entire_space_name(t.on, t.name) for t in tasks if t.on and t.on in names]
+
+
 @dataclass
 class ModelOutput:
     """logits: task → [batch]; probs: task → [batch] plus entire-space products (e.g. 'ctcvr');
@@ -78,8 +85,7 @@ class RankingModel(nn.Module):
     @property
     def output_names(self) -> list[str]:
         """The keys of ModelOutput.probs: every task, then the entire-space products (e.g. 'ctcvr')."""
-        return self.task_names + [entire_space_name(t.on, t.name) for t in self.tasks
-                                  if t.on and t.on in self.task_names]
+        return task_output_names(self.tasks)
 
     def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         probs = {name: torch.sigmoid(logit) for name, logit in logits.items()}

@@ -23,12 +23,14 @@ Keys of ``metrics["test_entire_space"]`` (``cvr`` = the name of the task declare
     cvr_logloss_true_pcvr           cross-entropy of pCVR to the true probability,
                                     mean -(q log p + (1 - q) log(1 - p)), q = true_pcvr (no labels)
     cvr_oracle_logloss_true_pcvr    the same of q itself (its entropy: the floor of the line above)
+    ctr_oracle_auc                  true_pctr against the observed clicks (the parent task's ceiling)
     labels, label_seed              "cvr_entire" (seed null) or "drawn" and the seed used
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -83,6 +85,8 @@ def entire_space_metrics(probs: Mapping[str, np.ndarray], test_file: Path,
         "rows_unclicked": int(unclicked.sum()),
         f"{name}_logloss_true_pcvr": logloss(q, p),  # logloss takes soft labels: cross-entropy to q
         f"{name}_oracle_logloss_true_pcvr": logloss(q, q),
+        # the parent task's ceiling on its own observed labels: true_pctr scored against the clicks
+        f"{task.on}_oracle_auc": auc(data[parent_label], data["true_pctr"]) if parent_label in data else math.nan,
         "labels": labels, "label_seed": seed,
     }
 

@@ -73,6 +73,8 @@ def main() -> None:
     head_rev = git_revision()
     config = str(Path(args.config).resolve())
     sides: dict[str, list[float]] = {"base": [], "head": []}
+    # each run's throughput and peak resident memory, for what the s/epoch pairs do not show
+    throughput: dict[str, list[dict[str, float]]] = {"base": [], "head": []}
     with tempfile.TemporaryDirectory(prefix="speed_ab_") as tmp:
         base_tree = Path(tmp) / "base"
         git("worktree", "add", "--detach", str(base_tree), base_rev)
@@ -81,12 +83,15 @@ def main() -> None:
                 for side, tree, extra in (("base", base_tree, []), ("head", ROOT, args.head_override)):
                     result = one_epoch_run(tree, config, args.threads, [*args.overrides, *extra])
                     sides[side].append(result["median_seconds_per_epoch"])
+                    throughput[side].append({"train_samples_per_s": result["train_samples_per_s_at_median"],
+                                             "peak_rss_mib": result["peak_rss_mib"]})
                     print(f"{side} {result['git']}: {result['median_seconds_per_epoch']} s/epoch", file=sys.stderr)
         finally:
             git("worktree", "remove", "--force", str(base_tree))
     report = {"config": args.config, "threads": args.threads, "overrides": args.overrides,
               "head_overrides": args.head_override, "base": base_rev,
               "head": head_rev, "pairs": args.pairs, "base_s": sides["base"], "head_s": sides["head"],
+              "base_runs": throughput["base"], "head_runs": throughput["head"],
               **summarise(sides["base"], sides["head"])}
     text = json.dumps(report, indent=2)
     if args.out:

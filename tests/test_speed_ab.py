@@ -32,7 +32,9 @@ def test_runs_alternate_base_then_head_and_the_worktree_is_removed(speed_ab, mon
         calls.append(tree)
         assert overrides == (["seed=1", "train.matmul_precision=medium"] if tree == REPO_ROOT else ["seed=1"])
         assert (tree / "benchmarks" / "epoch_speed.py").exists()  # a real tree of the revision
-        return {"median_seconds_per_epoch": next(times[tree == REPO_ROOT]), "git": "x"}
+        seconds = next(times[tree == REPO_ROOT])
+        return {"median_seconds_per_epoch": seconds, "git": "x", "train_samples_per_s_at_median": int(1000 / seconds),
+                "peak_rss_mib": 500 if tree == REPO_ROOT else 400}
 
     monkeypatch.setattr(speed_ab, "one_epoch_run", fake_run)
     out = tmp_path / "ab.json"
@@ -45,6 +47,9 @@ def test_runs_alternate_base_then_head_and_the_worktree_is_removed(speed_ab, mon
     report = json.loads(out.read_text())
     assert report["base_s"] == [4.0, 4.0] and report["head_s"] == [3.0, 3.5]
     assert report["head_minus_base_mean_s"] == -0.75 and report["pairs"] == 2
+    assert report["base_runs"] == [{"train_samples_per_s": 250, "peak_rss_mib": 400}] * 2
+    assert report["head_runs"] == [{"train_samples_per_s": 333, "peak_rss_mib": 500},
+                                   {"train_samples_per_s": 285, "peak_rss_mib": 500}]
     assert report["overrides"] == ["seed=1"] and report["head_overrides"] == ["train.matmul_precision=medium"]
     listed = subprocess.run(["git", "worktree", "list"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert str(calls[0]) not in listed

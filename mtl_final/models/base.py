@@ -48,7 +48,7 @@ class RankingModel(nn.Module):
             raise ValueError(
                 f"model {cfg['model']['name']!r} predicts one task but {len(tasks)} were selected "
                 f"({', '.join(t.name for t in tasks)}); pick one with tasks=[ctr] or use a multi-task "
-                "model (shared_bottom, esmm, mmoe, ple)"
+                "model (shared_bottom, esmm, escm2, aitm, mmoe, ple)"
             )
         self.features = features
         self.tasks = list(tasks)

@@ -9,14 +9,17 @@ flattened field embedding [batch, F·D]:
     z_t = AIT(p_{t-1}, q_t)                   attention over the two, mtl_final/nn/ait.py (t > 1)
     ŷ_t = σ(w_t · z_t + b_t)                  = P(y_1 = … = y_t = 1 | x), over every impression
 
+g_{t-1} reads z_{t-1}, which for the click step is its tower output q_1 (later steps pass on their AIT
+output, as the paper and its reference code do).
+
 Loss (the paper's, with every term a mean over the batch's rows):
 
     L = Σ_t BCE(ŷ_t, y_1·…·y_t) + α · Σ_{t>1} max(ŷ_t − ŷ_{t-1}, 0)
 
 the second term being the behavioural expectation calibrator (a step's probability should not
-exceed its predecessor's), α = ``model.calibrator_weight`` (default 0.6, the value of the paper's
-PyTorch reference code, which sums that term over the batch where its TensorFlow reference
-averages it with α = 0.3; here it is averaged like the BCE terms, so α does not grow with the batch).
+exceed its predecessor's), α = ``model.calibrator_weight`` (default 0.6, the weight of the authors'
+Ali-CCP example run). The term is a mean over rows like the BCE terms, as in the authors' standard
+TensorFlow code; the PyTorch port sums it over the batch, which scales α with the batch size.
 Following the paper, step t's BCE is taken over all impressions against the joint label
 y_1·…·y_t (its "conversion" task is click·purchase), not masked to the parent's positive rows.
 """

@@ -64,7 +64,7 @@ class LossBalancer(nn.Module):
 
     def task_weights(self) -> dict[str, float]:
         """The weight each task loss gets at this step (logged as train/task_weight_<task>)."""
-        return self.fixed_weights
+        return dict(self.fixed_weights)
 
 
 class UncertaintyBalance(LossBalancer):

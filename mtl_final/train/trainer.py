@@ -217,9 +217,9 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
-        """Everything `restore` needs to continue this run exactly: weights, optimizer, schedule,
-        history, the running loss of the current epoch and the RNG state (dropout draws). With several
-        ranks every rank must call it (it gathers their losses and generator states into `ranks`)."""
+        """Everything `restore` needs to continue this run exactly: weights, optimizer, loss balancer,
+        schedule, history, the running loss of the current epoch and the RNG state (dropout draws). With
+        several ranks every rank must call it (it gathers their losses and generator states into `ranks`)."""
         own = self._rank_state()
         state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "balancer": self.balancer.state_dict(),
@@ -254,7 +254,7 @@ class Trainer:
         own = last["ranks"][self.dist.rank] if world > 1 else last
         self.model.load_state_dict(last["model"])
         self.optimizer.load_state_dict(last["optimizer"])
-        self.balancer.load_state_dict(last.get("balancer", {}))  # none in a sum run's from before balancing
+        self.balancer.load_state_dict(last.get("balancer", {}))  # {}: the state of sum, which learns nothing
         self.global_step = int(last["step"])
         self.best_value, self.best_epoch = float(last["best_value"]), int(last["best_epoch"])
         self.stopping_steps, self.history = int(last["stopping_steps"]), list(last["history"])

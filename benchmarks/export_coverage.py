@@ -38,7 +38,7 @@ SEQUENCE_MODELS = ("din",)  # need an attention sequence field: not in cases(), 
 SEQUENCE_CASES = ("deepfm", "din", "mlp", "mmoe")
 SMALL = ("model.embedding_dim=4", "block.hidden_units=[8,8]", "tower.hidden_units=[8,4]", "expert.hidden_units=[8]")
 EMBEDDING_STD = 1.0
-MULTI_TASK = ("esmm", "mmoe", "ple", "shared_bottom")
+MULTI_TASK = tuple(sorted(name for name, cls in MODELS.items() if cls.MULTI_TASK))  # trained on ctr + cvr
 FINAL_VARIANTS = (
     ("block.kind=final",),
     ("block.kind=final", "model.num_blocks=2", "model.kd=true", "model.field_gate=true",

@@ -233,6 +233,11 @@ SPEC = Section("run config", {
                         aliases=("early_stop_patience", "early_stopping_patience")),
         "min_delta": Key(1.0e-6, "an evaluation improves when it beats the best monitor value by more",
                          bounds=(0.0, None)),
+        "loss_balance": Key("sum", "how the task losses combine: sum (model.task_weights), uncertainty (learned "
+                                   "log-variances) or gradnorm (weights balancing gradient norms)",
+                            choices=("sum", "uncertainty", "gradnorm")),
+        "gradnorm_alpha": Key(1.5, "GradNorm: α, how strongly slower-training tasks get larger gradients",
+                              bounds=(0.0, None)),
         "grad_clip_norm": Key(10.0, "gradient norm clip (0 = off)", bounds=(0.0, None),
                               aliases=("max_grad_norm", "clip_grad_norm")),
         "num_threads": Key(0, "torch threads (0 = torch default)", bounds=(0, None)),

@@ -91,7 +91,9 @@ def test_every_mtl_config_loads_with_every_variant(path: Path, variant: str) -> 
         assert cfg["data"]["simulator"] == {"n_rows": 200000, "seed": 7} and cfg["data"]["root"] is None
     if runner.is_base_config(path):
         return
-    assert name == runner.grid_model_id(path)
+    # a config's grid id is its model's name, with "_dr" for ESCM²'s doubly-robust variant
+    dr = name == "escm2" and cfg["model"]["counterfactual"] == "dr"
+    assert runner.grid_model_id(path) == name + ("_dr" if dr else "")
     if name == "shared_bottom":
         assert cfg["model"]["shared_units"] == []  # same architecture as ESMM: only the loss differs
     # the model of every (config, variant) builds and takes a training step with ctr + cvr on ctr

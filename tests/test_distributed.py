@@ -256,7 +256,7 @@ def test_every_model_family_trains_data_parallel_and_ranks_stay_identical(tmp_pa
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     cases = load_script("benchmarks/export_coverage.py").cases()
     ok = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
-    assert len(ok) == len(cases) == 26 and all("steps 3 |" in line for line in ok), done.stdout
+    assert len(ok) == len(cases) == 30 and all("steps 3 |" in line for line in ok), done.stdout
 
 
 def test_data_parallel_report_rows_and_summary_by_hand():

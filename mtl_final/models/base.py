@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ class RankingModel(nn.Module):
             raise ValueError(
                 f"model {cfg['model']['name']!r} predicts one task but {len(tasks)} were selected "
                 f"({', '.join(t.name for t in tasks)}); pick one with tasks=[ctr] or use a multi-task "
-                "model (shared_bottom, esmm, mmoe, ple)"
+                "model (shared_bottom, esmm, escm2, aitm, mmoe, ple)"
             )
         self.features = features
         self.tasks = list(tasks)
@@ -126,10 +126,19 @@ class RankingModel(nn.Module):
         embedding = {id(p) for m in self.modules() if isinstance(m, FeatureEmbedding) for p in m.embedding_parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in embedding]
 
-    def loss(self, out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total training loss and its named parts (task losses, aux terms, regularisation)."""
+    def loss(
+        self, out: ModelOutput, batch: Batch,
+        combine: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total training loss and its named parts (task losses, aux terms, regularisation).
+
+        combine: task name → task loss scalar ↦ their combined scalar (train.loss_balance); None is
+        Σ model.task_weights[t] · L_t. Aux terms and regularisation are added to it unweighted."""
         parts = self.task_losses(out, batch)
-        total = sum(self.task_weights[name] * value for name, value in parts.items())
+        if combine is None:
+            total = sum(self.task_weights[name] * value for name, value in parts.items())
+        else:
+            total = combine(dict(parts))
         for name, value in out.aux_losses.items():  # means over the batch's rows
             value = value * batch.row_scale
             total = total + value

@@ -51,17 +51,18 @@ class ESMM(RankingModel):
 
     def __init__(self, features, tasks, cfg) -> None:
         super().__init__(features, tasks, cfg)
+        name = cfg["model"]["name"]  # also the entire-space models built on this one (escm2)
         described = ", ".join(f"{t.name} (on {t.on})" if t.on else f"{t.name} (no parent)" for t in self.tasks)
         children = [t for t in self.tasks if t.on]
         if len(children) != 1:
             raise ValueError(
-                f"model 'esmm' needs exactly one task declared `on` a parent task (e.g. cvr on ctr), "
+                f"model {name!r} needs exactly one task declared `on` a parent task (e.g. cvr on ctr), "
                 f"got {len(children)}; tasks: {described}"
             )
         child = children[0]
         if child.on not in self.task_names:
             raise ValueError(
-                f"model 'esmm': task {child.name!r} is declared on {child.on!r}, which is not among the "
+                f"model {name!r}: task {child.name!r} is declared on {child.on!r}, which is not among the "
                 f"selected tasks ({described}); select {child.on!r} too"
             )
         self.parent, self.child = child.on, child.name

@@ -12,6 +12,7 @@ train.kernels=native lets dense blocks run fused CPU kernels (mtl_final/nn/dense
 train.cpu_matmul sends the float32 matmuls of training steps and evaluation on CPU to MKL or oneDNN
 (mtl_final/nn/cpu_matmul.py). Those three are process-wide, like the thread count: `configure_runtime`
 (train/runtime.py) sets them before a Trainer is built, and the Trainer runs under them.
+train.loss_balance combines the task losses (train/loss_balance.py); its learned state is in last.pt.
 
 A non-finite train loss (checked at every evaluation, on the mean over ranks) stops training with
 `NonFiniteLoss`; a NaN monitored valid metric (an AUC over rows of one class) with `UndefinedMonitor`
@@ -27,7 +28,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from mtl_final.data.store import TensorSplit
 from mtl_final.models.base import RankingModel
 from mtl_final.nn import cpu_matmul
 from mtl_final.train.checkpoint import save_atomic
+from mtl_final.train.loss_balance import build_balancer
 from mtl_final.train.metrics import monitor_value, parse_monitor, task_metrics
 
 
@@ -55,9 +57,14 @@ class UndefinedMonitor(ValueError):
     pick the best weights, so training stops at the first evaluation instead of running on it."""
 
 
-def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any],
+                    extra: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """train.optimizer over `model`'s trainable parameters; `extra` (a loss balancer's learned weights)
+    join as a second parameter group without weight decay."""
     name, lr, wd = train_cfg["optimizer"], train_cfg["lr"], train_cfg["weight_decay"]
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[Any] = [p for p in model.parameters() if p.requires_grad]
+    if extra:
+        params = [{"params": params}, {"params": list(extra), "weight_decay": 0.0}]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, foreach=True)
     if name == "adamw":
@@ -91,7 +98,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.log = log
         self.gauc_column = gauc_column
-        self.optimizer = build_optimizer(model, self.t)
+        self.balancer = build_balancer(cfg, self.model, dist)  # train.loss_balance
+        self.optimizer = build_optimizer(model, self.t, list(self.balancer.parameters()))
         self.bf16 = self.t["precision"] == "bf16"
         self.monitor = parse_monitor(self.t["monitor"], model.task_names)
         self.sign = 1.0 if self.t["monitor_mode"] == "max" else -1.0
@@ -180,6 +188,8 @@ class Trainer:
                     self.writer.add_scalar("train/loss", loss.item(), self.global_step)
                     for name, value in parts.items():
                         self.writer.add_scalar(f"train/loss_{name}", value.item(), self.global_step)
+                    for name, weight in self.balancer.task_weights().items():
+                        self.writer.add_scalar(f"train/task_weight_{name}", weight, self.global_step)
                 capped = bool(t["max_steps"]) and self.global_step >= t["max_steps"]
                 if self.global_step % eval_every == 0 or capped:
                     self.epoch_loss = (float(running), n_steps)
@@ -208,12 +218,13 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
-        """Everything `restore` needs to continue this run exactly: weights, optimizer, schedule,
-        history, the running loss of the current epoch and the RNG state (dropout draws). With several
-        ranks every rank must call it (it gathers their losses and generator states into `ranks`)."""
+        """Everything `restore` needs to continue this run exactly: weights, optimizer, loss balancer,
+        schedule, history, the running loss of the current epoch and the RNG state (dropout draws). With
+        several ranks every rank must call it (it gathers their losses and generator states into `ranks`)."""
         own = self._rank_state()
         state = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "step": self.global_step,
+                 "optimizer": self.optimizer.state_dict(), "balancer": self.balancer.state_dict(),
+                 "step": self.global_step,
                  "epoch": self.history[-1]["epoch"] if self.history else 0, "history": self.history,
                  "best_value": self.best_value, "best_epoch": self.best_epoch,
                  "stopping_steps": self.stopping_steps, "train_seconds": self.train_seconds,
@@ -244,6 +255,7 @@ class Trainer:
         own = last["ranks"][self.dist.rank] if world > 1 else last
         self.model.load_state_dict(last["model"])
         self.optimizer.load_state_dict(last["optimizer"])
+        self.balancer.load_state_dict(last.get("balancer", {}))  # {}: the state of sum, which learns nothing
         self.global_step = int(last["step"])
         self.best_value, self.best_epoch = float(last["best_value"]), int(last["best_epoch"])
         self.stopping_steps, self.history = int(last["stopping_steps"]), list(last["history"])
@@ -268,12 +280,14 @@ class Trainer:
         with cpu_matmul.scope(self.device):
             with self.autocast():
                 out = self.net(batch)
-            loss, parts = self.model.loss(out, batch)
+            loss, parts = self.balancer.loss(self.model, out, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.balancer.after_backward()
         if self.t["grad_clip_norm"]:
             nn.utils.clip_grad_norm_(params, self.t["grad_clip_norm"], foreach=True)
         self.optimizer.step()
+        self.balancer.after_step()
         return loss, parts
 
     def _progress(self, loader: BatchLoader, epoch: int, skip: int):

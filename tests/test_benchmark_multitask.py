@@ -3,6 +3,7 @@ variant, the cells / CSV / resume on a tiny hand-written funnel dataset, and the
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -360,3 +361,29 @@ def test_grid_report_without_simulator_has_no_entire_space_column(tmp_path: Path
     assert "entire-space cvr AUC" not in text.split("## Test AUC")[1].split("\n## ")[0]
     assert "| esmm | mlp | 3 | 2021,2022,2023 | 72.000 ± 2.000 |" in text
     assert not report.read_commands(out, "grid")  # report-only logs nothing
+
+
+def test_the_ground_truth_table_averages_each_runs_entire_space_metrics(tmp_path):
+    from mtl_final.benchmark import report as report_mod
+
+    truth = [{"ctr_oracle_auc": 0.80, "cvr_auc": 0.60, "cvr_oracle_auc": 0.75, "cvr_auc_unclicked": 0.58,
+              "cvr_oracle_auc_unclicked": 0.74, "cvr_logloss_true_pcvr": 0.50, "cvr_oracle_logloss_true_pcvr": 0.40},
+             {"ctr_oracle_auc": 0.80, "cvr_auc": 0.70, "cvr_oracle_auc": 0.75, "cvr_auc_unclicked": None,
+              "cvr_oracle_auc_unclicked": 0.74, "cvr_logloss_true_pcvr": 0.54, "cvr_oracle_logloss_true_pcvr": 0.40}]
+    dirs = []
+    for i, entire in enumerate(truth):
+        run = tmp_path / f"seed{i}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"test_entire_space": entire}))
+        dirs.append(run)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.json").write_text(json.dumps({"test_entire_space": {}}))
+    lines = report_mod._ground_truth({("esmm", "final"): dirs, ("lr", "mlp"): [tmp_path / "empty"]},
+                                     ["model", "variant"], tmp_path, None)
+    row = next(line for line in lines if line.startswith("| esmm |"))
+    # mean ± sample std by hand: cvr AUC (60, 70) -> 65 ± 7.071; unclicked only the first run's 58;
+    # cross-entropy (0.50, 0.54) -> 0.52 ± 0.0283 (one value has no std: –)
+    assert row == ("| esmm | final | 2 | 80.000 ± 0.000 | 65.000 ± 7.071 | 75.000 ± 0.000 | 58.000 ± – | "
+                   "74.000 ± 0.000 | 0.5200 ± 0.0283 | 0.4000 ± 0.0000 |")
+    assert not any(line.startswith("| lr |") for line in lines)  # no ground truth: no row
+    assert report_mod._ground_truth({("lr", "mlp"): [tmp_path / "empty"]}, ["model", "variant"], tmp_path, None) == []

@@ -278,6 +278,47 @@ def _calibration(groups: dict[tuple[str, ...], list[Path]], key_heads: Sequence[
                     "|" + "---|" * (len(key_heads) + 1) + "---:|" * (1 + len(heads))] + rows
 
 
+# test_entire_space keys of the ground-truth table (mtl_final/data/simulator_metrics.py), ×100 where AUC
+GROUND_TRUTH_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
+    ("ctr_oracle_auc", "oracle ctr AUC ×100", 100, 3),
+    ("cvr_auc", "entire-space cvr AUC ×100", 100, 3),
+    ("cvr_oracle_auc", "oracle", 100, 3),
+    ("cvr_auc_unclicked", "unclicked cvr AUC ×100", 100, 3),
+    ("cvr_oracle_auc_unclicked", "oracle", 100, 3),
+    ("cvr_logloss_true_pcvr", "cross-entropy to true pCVR", 1, 4),
+    ("cvr_oracle_logloss_true_pcvr", "oracle", 1, 4),
+)
+
+
+def _ground_truth(groups: dict[tuple[str, ...], list[Path]], key_heads: Sequence[str],
+                  runs_dir: str | Path | None, log: Callable[[str], None] | None) -> list[str]:
+    """The ground-truth section of runs on simulated data: per group, mean ± std over its runs of each
+    test_entire_space value of GROUND_TRUTH_COLUMNS; [] when no run has them."""
+    if runs_dir is None:
+        return []
+    rows = []
+    for key, dirs in groups.items():
+        found = [m["test_entire_space"] for m in (_run_metrics(d / "metrics.json", log) for d in dirs)
+                 if m and isinstance(m.get("test_entire_space"), dict) and m["test_entire_space"]]
+        if not found:
+            continue
+        cells = []
+        for name, _, scale, digits in GROUND_TRUTH_COLUMNS:
+            values = [r[name] for r in found if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])]
+            cells.append(format_mean_std(values, scale, digits) if values else "–")
+        rows.append(f"| {' | '.join(key)} | {len(found)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    heads = [head for _, head, _, _ in GROUND_TRUTH_COLUMNS]
+    return ["## Against the simulator's ground truth", "",
+            "From each run's metrics.json (`test_entire_space`): cvr over every test impression and over the "
+            "unclicked ones against the data's fixed conversion labels, pCVR's cross-entropy to the true pCVR "
+            "(lower is better), each beside its oracle (the true probabilities' own score); mean ± sample std "
+            "over the runs.", "",
+            "| " + " | ".join([*key_heads, "n", *heads]) + " |",
+            "|" + "---|" * len(key_heads) + "---:|" * (1 + len(heads))] + rows
+
+
 def _run_task(test: dict[str, Any]) -> str:
     """The task a single-task CSV row reports (runner.metrics_row): ctr, or the run's only task."""
     return next(iter(test)) if "ctr" not in test and len(test) == 1 else "ctr"
@@ -525,6 +566,8 @@ def render_grid_report(name: str, rows: Sequence[dict[str, Any]], out_dir: str |
     runs = {key: [run_dir_of(runs_dir, name, "/".join(key), r["seed"]) for r in g] for key, g in groups.items()} \
         if runs_dir is not None else {}
     lines += [""] + _calibration(runs, ["model", "variant"], scored or MTL_TASKS, runs_dir, log)
+    truth = _ground_truth(runs, ["model", "variant"], runs_dir, log)
+    lines += [""] + truth if truth else []
     lines += [""] + _commands(out_dir, name, command) + [""]
     return "\n".join(lines)
 

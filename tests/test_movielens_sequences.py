@@ -201,3 +201,12 @@ def test_real_movielens_100k(shared_dataset, tmp_path: Path) -> None:
     assert df["like"].isin(["0", "1"]).all() and 0.4 < df["like"].astype(int).mean() < 0.7
     for frame in frames.values():
         assert frame["timestamp"].astype(np.int64).is_monotonic_increasing
+
+
+def test_session_gap_summary_by_hand() -> None:
+    from tests.support.scripts import load_script
+
+    gaps = load_script("benchmarks/movielens_session_gaps.py").gap_summary
+    ratings = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "timestamp": [100, 0, 100_000, 5, 5]})
+    # user 1 sorted: 0, 100, 100000 -> gaps 100, 99900 (over a day, 86400 s); user 2: gap 0
+    assert gaps(ratings) == {"gaps": 3, "median_s": 100.0, "share_under_10_min": 2 / 3, "share_under_1_day": 2 / 3}

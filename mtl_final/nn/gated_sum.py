@@ -1,0 +1,42 @@
+"""The gated sum of a mixture of experts: out[b] = Σ_e gate[b, e] · experts[b, e] (MMoE, PLE).
+
+`gated_sum` computes what ``torch.einsum("be,beh->bh", gate, experts)`` computes, bit for bit, with
+a cheaper backward. The einsum is a batched matmul [B, 1, E]·[B, E, H]; its backward is two more:
+the gate's gradient [B, 1, H]·[B, H, E] (a sum over H), and the experts' gradient
+[B, E, 1]·[B, 1, H], whose inner dimension is 1: each element is the one product gate · grad. Here
+the forward and the gate's gradient are the same batched matmuls, and the experts' gradient is that
+product taken elementwise — the same float32 values without a matmul of B tiny matrices. It is
+written expert-major ([E, B, H] memory, returned as its [B, E, H] view), so that each expert's
+share of it (what ``torch.stack(outputs, dim=1)`` hands back to an expert) is a contiguous [B, H]
+block, which the fused dense kernels take without a copy.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _GatedSum(torch.autograd.Function):
+    """gate [B, E], experts [B, E, H] → [B, H]."""
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, experts)
+        return torch.bmm(gate.unsqueeze(1), experts).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gate, experts = ctx.saved_tensors
+        grad_gate = grad_experts = None
+        if ctx.needs_input_grad[0]:  # the einsum's own backward matmul
+            grad_gate = torch.bmm(grad.unsqueeze(1), experts.transpose(1, 2)).squeeze(1)
+        if ctx.needs_input_grad[1]:  # [E, B, H] = gate[b, e] · grad[b, h], as its [B, E, H] view
+            batch, num, width = experts.shape
+            expert_major = grad.new_empty(num, batch, width)
+            torch.mul(gate.t().unsqueeze(2), grad.unsqueeze(0), out=expert_major)
+            grad_experts = expert_major.transpose(0, 1)
+        return grad_gate, grad_experts
+
+
+def gated_sum(gate: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """gate [B, E] (softmax rows), experts [B, E, H] → Σ_e gate[:, e] · experts[:, e] [B, H]."""
+    return _GatedSum.apply(gate, experts)

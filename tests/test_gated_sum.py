@@ -49,3 +49,21 @@ def test_gated_sum_without_autograd_and_expert_gradient_layout() -> None:
         o.register_hook(lambda grad: seen.append(grad.is_contiguous()))
     gated_sum(gate, torch.stack(outs, dim=1)).sum().backward()
     assert seen == [True, True, True]  # each expert's gradient is a contiguous [B, H] block
+
+
+def test_gated_sum_is_the_einsum_where_products_may_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtl_final.nn import gated_sum as module
+
+    g = torch.Generator().manual_seed(1)
+    gate = torch.softmax(torch.randn(6, 3, generator=g), -1).requires_grad_()
+    experts = torch.randn(6, 3, 4, generator=g).requires_grad_()
+    assert gated_sum(gate, experts).grad_fn.name() == "_GatedSumBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gated_sum(gate, experts).grad_fn.name() != "_GatedSumBackward"
+    with torch.no_grad():
+        assert gated_sum(gate, experts).grad_fn is None
+    torch.set_float32_matmul_precision("medium")  # the conftest fixture restores "highest"
+    monkeypatch.setattr(module.cpu_matmul, "medium_matmul_rounds", lambda: False)
+    assert gated_sum(gate, experts).grad_fn.name() == "_GatedSumBackward"
+    monkeypatch.setattr(module.cpu_matmul, "medium_matmul_rounds", lambda: True)  # bfloat16 inputs (AMX)
+    assert gated_sum(gate, experts).grad_fn.name() != "_GatedSumBackward"

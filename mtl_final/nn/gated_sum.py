@@ -9,10 +9,17 @@ product taken elementwise — the same float32 values without a matmul of B tiny
 written expert-major ([E, B, H] memory, returned as its [B, E, H] view), so that each expert's
 share of it (what ``torch.stack(outputs, dim=1)`` hands back to an expert) is a contiguous [B, H]
 block, which the fused dense kernels take without a copy.
+
+That product equals the matmul's only where the matmul multiplies the float32 inputs as they are:
+on CPU, in float32, without autocast, at matmul precision "highest" or at "medium" where this CPU
+does not round to bfloat16 (nn/cpu_matmul.py). Elsewhere (autocast, TF32 or bfloat16-rounding
+matmuls, other devices), and without a backward to save, `gated_sum` is the einsum itself.
 """
 from __future__ import annotations
 
 import torch
+
+from mtl_final.nn import cpu_matmul
 
 
 class _GatedSum(torch.autograd.Function):
@@ -37,6 +44,19 @@ class _GatedSum(torch.autograd.Function):
         return grad_gate, grad_experts
 
 
+def _products_exact(gate: torch.Tensor, experts: torch.Tensor) -> bool:
+    """Whether a batched matmul here multiplies float32 inputs unrounded (see the module docstring)."""
+    if experts.device.type != "cpu" or experts.dtype != torch.float32 or gate.dtype != torch.float32:
+        return False
+    if torch.is_autocast_enabled("cpu") or torch.compiler.is_exporting():
+        return False
+    precision = torch.get_float32_matmul_precision()
+    return precision == "highest" or (precision == "medium" and not cpu_matmul.medium_matmul_rounds())
+
+
 def gated_sum(gate: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """gate [B, E] (softmax rows), experts [B, E, H] → Σ_e gate[:, e] · experts[:, e] [B, H]."""
-    return _GatedSum.apply(gate, experts)
+    backward = torch.is_grad_enabled() and (gate.requires_grad or experts.requires_grad)
+    if backward and _products_exact(gate, experts):
+        return _GatedSum.apply(gate, experts)
+    return torch.einsum("be,beh->bh", gate, experts)

@@ -148,9 +148,9 @@ def run_one(model: str, cfg: Mapping[str, Any], seed: int, threads: int) -> dict
     import numpy as np
     import torch
     import torch_rechub
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
     from torch_rechub.basic.features import DenseFeature, SparseFeature
     from torch_rechub.models import multi_task
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
     from torch_rechub.trainers import MTLTrainer
 
     from mtl_final.train.metrics import auc, logloss
@@ -184,8 +184,9 @@ def run_one(model: str, cfg: Mapping[str, Any], seed: int, threads: int) -> dict
             return {k: v[index] for k, v in self.x.items()}, self.y[index]
 
     def loader(s, shuffle: bool) -> DataLoader:
-        # the batches of torch-rechub's DataGenerator (DataLoader(shuffle=...), last batch kept), cut
-        # from whole tensors instead of collated row by row (the same rows, ~100x less Python)
+        # the batches of torch-rechub's DataGenerator (DataLoader(shuffle=...), last batch kept: the
+        # same rows in the same order from the same RNG draws), sliced from whole tensors instead of
+        # collated row by row, which took most of an epoch's time
         rows = Rows(s)
         order = RandomSampler(rows) if shuffle else SequentialSampler(rows)
         return DataLoader(rows, batch_size=None, sampler=BatchSampler(order, params["batch_size"], drop_last=False))
@@ -212,7 +213,8 @@ def run_one(model: str, cfg: Mapping[str, Any], seed: int, threads: int) -> dict
         start = time.perf_counter()
         log = trainer.fit(loader(split["train"], True), loader(split["valid"], False))
         seconds = time.perf_counter() - start
-    # fit reloads the best weights only when it stops early; ours are tested after every run's end
+    # fit reloads the best weights only when it stops early; a run through every epoch is tested on
+    # its best-valid weights too, as ours are
     net.load_state_dict(trainer.early_stopper.best_weights)
     net.eval()
     row: dict[str, Any] = {"model": model, "seed": seed}

@@ -156,13 +156,9 @@ def test_dtype_enters_the_cache_key_only_when_not_default(tmp_path: Path) -> Non
 
 
 def test_dataset_configs_keep_their_canonical_form() -> None:
-    # the key layout of every bundled schema's fields (their cache keys hash it); `dtype` appears only
-    # where a schema declares a non-default one (census_income's integer codes)
     for path in sorted((REPO / "configs" / "datasets").glob("*.yaml")):
         for f in DatasetSchema.from_yaml(path).to_dict()["fields"]:
-            declared = ["dtype"] if f.get("dtype", "str") != "str" else []
-            assert list(f) == ["name", "type", "min_count", "fill_na", "norm", *declared], (path.name, f)
-            assert path.name == "census_income.yaml" or not declared, (path.name, f)
+            assert list(f) == ["name", "type", "min_count", "fill_na", "norm"], (path.name, f)
 
 
 # ----------------------------------------------------------------------------- 4. dtype: encoding

@@ -16,6 +16,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.gated_sum import gated_sum
 from mtl_final.nn.tower import Tower, run_towers
 
 
@@ -46,5 +47,5 @@ class MMoE(RankingModel):
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, E, H]
         gates = {name: torch.softmax(gate(x), dim=-1) for name, gate in self.gates.items()}  # [B, E]
         self.last_gates = {name: g.detach() for name, g in gates.items()}
-        mixed = {name: torch.einsum("be,beh->bh", g, experts) for name, g in gates.items()}
+        mixed = {name: gated_sum(g, experts) for name, g in gates.items()}
         return run_towers(self.towers, mixed)

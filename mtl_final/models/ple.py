@@ -23,6 +23,7 @@ from mtl_final.data.features import Batch
 from mtl_final.models.base import RankingModel
 from mtl_final.models.registry import register_model
 from mtl_final.nn.blocks import build_block_from_config
+from mtl_final.nn.gated_sum import gated_sum
 from mtl_final.nn.tower import Tower, run_towers
 
 
@@ -69,13 +70,13 @@ class CGCLevel(nn.Module):
         for name in self.task_names:
             g = torch.softmax(self.task_gates[name](task_inputs[name]), dim=-1)  # [B, T + S]
             stacked = torch.stack(task_outs[name] + shared_outs, dim=1)  # [B, T + S, H]
-            outputs[name] = torch.einsum("be,beh->bh", g, stacked)
+            outputs[name] = gated_sum(g, stacked)
             gates[name] = g
         shared_out = shared_g = None
         if self.shared_gate is not None:
             shared_g = torch.softmax(self.shared_gate(shared_input), dim=-1)  # [B, K·T + S]
             every = [out for name in self.task_names for out in task_outs[name]] + shared_outs
-            shared_out = torch.einsum("be,beh->bh", shared_g, torch.stack(every, dim=1))
+            shared_out = gated_sum(shared_g, torch.stack(every, dim=1))
         return outputs, shared_out, gates, shared_g
 
 

@@ -98,6 +98,14 @@ ML_DATA_CMD = ".venv/bin/python data_tools/movielens_sequences.py --raw DIR --ou
 SIM2_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/sequences/sim2_esmm_nohist.yaml "
             "configs/sequences/sim2_esmm_mean.yaml configs/sequences/sim2_esmm_attention.yaml --name sim2_seq "
             "--variants final --seeds 2021,2022,2023 --runs-dir DIR train.num_threads=1")
+CENSUS_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/census_shared_bottom.yaml "
+              "configs/mtl/census_mmoe.yaml configs/mtl/census_ple.yaml --name census "
+              "--variants mlp,final,final_dual_kd --seeds 2021,2022,2023 train.num_threads=1")
+CENSUS_SINGLE_CMD = (".venv/bin/python -m mtl_final.benchmark --grid configs/mtl/census_single_income.yaml "
+                     "--name census_single_income --variants mlp --seeds 2021,2022,2023 train.num_threads=1   "
+                     "# and census_single_never_married")
+RECHUB_CMD = ("RECHUBENV/bin/python benchmarks/torch_rechub_compare.py --seeds 2021,2022,2023 --threads 1   "
+              "# its own venv: the setup is in the script's docstring")
 # the simulator-with-histories steps: (label, model id) in order, and the CSV columns they are judged on
 SIM2_STEPS = (("no history", "esmm_nohist"), ("mean pooling", "esmm_mean"), ("target attention", "esmm_attention"))
 SIM2_STEP_COLUMNS = (("test_ctr_auc", "ctr AUC"), ("es_cvr_auc", "entire-space cvr AUC"))
@@ -454,6 +462,22 @@ def multitask_section() -> str:
         commands(HILLSTROM_CMD),
         "",
         first_table(section(read("hillstrom.md"), "## Test AUC")),
+        "",
+        "### Census-income (two independent tasks): 3 models × 3 towers × 3 seeds, single-task baselines",
+        "",
+        commands(CENSUS_CMD, CENSUS_SINGLE_CMD),
+        "",
+        first_table(section(read("census.md"), "## Test AUC")),
+        "",
+        first_table(section(read("census_single_income.md"), "## Test AUC")),
+        "",
+        first_table(section(read("census_single_never_married.md"), "## Test AUC")),
+        "",
+        "torch-rechub 0.9.0 on the same files, encoded rows and monitor:",
+        "",
+        commands(RECHUB_CMD),
+        "",
+        first_table(read("census_rechub/census_rechub.md")),
         "",
         "### Funnel simulator (200k impressions): ESMM towers and ESMM against clicked-only CVR",
         "",

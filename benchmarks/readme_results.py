@@ -110,7 +110,9 @@ RECHUB_CMD = ("RECHUBENV/bin/python benchmarks/torch_rechub_compare.py --seeds 2
 SIM2_STEPS = (("no history", "esmm_nohist"), ("mean pooling", "esmm_mean"), ("target attention", "esmm_attention"))
 SIM2_STEP_COLUMNS = (("test_ctr_auc", "ctr AUC"), ("es_cvr_auc", "entire-space cvr AUC"))
 SEQ_SPEED = (("epoch_speed_ab_sequences_attention.json",
-              "two attention-pooled histories, max_len 50, against none (same data, same model)"),)
+              "two attention-pooled histories, max_len 50, against none (same data, same model)"),
+             ("epoch_speed_ab_sequences_mean.json",
+              "two mean-pooled histories, max_len 50, against none (same data, same model)"))
 
 DDP_SPEED = ("epoch_speed_ddp_1proc_2threads.json", "epoch_speed_ddp_2procs_1thread.json",
              "epoch_speed_ddp_2procs_1thread_epyc2.json", "epoch_speed_ddp_2procs_1thread_syncbn_epyc2.json")
@@ -553,16 +555,20 @@ def sequences_section() -> str:
 
 
 def sequence_speed_line() -> str:
-    """The history fields' cost from the sequence A/B: epoch-time ratio, train samples/s and peak RSS
+    """The history fields' cost from the sequence A/Bs: epoch-time ratio, train samples/s and peak RSS
     (means over each side's runs)."""
-    name, what = SEQ_SPEED[0]
-    ab = read_json(name)
-    mean = lambda runs, key: statistics.fmean(r[key] for r in runs)  # noqa: E731
-    return (f"Two attention-pooled histories of max_len 50 against none, same data and model (`results/{name}`, "
-            f"{ab['pairs']} interleaved pairs): {ab['head_mean_s'] / ab['base_mean_s']:.2f}× the epoch time, "
-            f"{mean(ab['base_runs'], 'train_samples_per_s'):,.0f} → {mean(ab['head_runs'], 'train_samples_per_s'):,.0f} "
-            f"train samples/s, peak RSS {mean(ab['base_runs'], 'peak_rss_mib'):,.0f} → "
-            f"{mean(ab['head_runs'], 'peak_rss_mib'):,.0f} MiB.")
+    def mean(runs: list[dict[str, float]], key: str) -> float:
+        return statistics.fmean(r[key] for r in runs)
+
+    parts = []
+    for name, what in SEQ_SPEED:
+        ab = read_json(name)
+        parts.append(f"{what.split(',')[0]}: {ab['head_mean_s'] / ab['base_mean_s']:.2f}× the epoch time, "
+                     f"{mean(ab['base_runs'], 'train_samples_per_s'):,.0f} → "
+                     f"{mean(ab['head_runs'], 'train_samples_per_s'):,.0f} train samples/s, peak RSS "
+                     f"{mean(ab['base_runs'], 'peak_rss_mib'):,.0f} → {mean(ab['head_runs'], 'peak_rss_mib'):,.0f} MiB")
+    return ("History fields of max_len 50 against none, same data and model (interleaved A/B, "
+            "`results/epoch_speed_ab_sequences_*.json`): " + "; ".join(parts) + ".")
 
 
 def results_doc() -> str:

@@ -9,6 +9,7 @@ import math
 import random
 import shutil
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,7 +25,7 @@ from mtl_final.data.store import EncodedStore, TensorSplit
 from mtl_final.models import build_model
 from mtl_final.models.base import RankingModel
 from mtl_final.train.checkpoint import CheckpointError, atomic_file, check_weights_fit, load_checkpoint
-from mtl_final.train.run_dir import claim_run_dir, releases_run_dir
+from mtl_final.train.run_dir import claim_run_dir
 from mtl_final.train.runtime import configure_cpu, configure_runtime
 from mtl_final.train.trainer import CHECKPOINT_FORMAT, Trainer
 
@@ -86,7 +87,6 @@ def default_run_dir(cfg: Mapping[str, Any], base: str | Path = "runs") -> Path:
     return Path(base) / f"{stamp}-{cfg['model']['name']}-{config_hash(cfg)[:8]}"
 
 
-@releases_run_dir
 def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
                    log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate one configuration; writes config.yaml, schema.yaml (a copy of the dataset
@@ -107,20 +107,22 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
     seed_everything(int(cfg["seed"]))
     # the data first: a config whose data or tasks are wrong fails before it writes a run directory
     schema, root, store = distributed.main_first(lambda: load_store(cfg, log), dist)
-    run_dir = _prepare_run_dir(cfg, run_dir, store, dist, resume, log)
-    splits = _tensor_splits(cfg, schema, store, run_dir, dist, log)
-    model = _build_model(cfg, store, schema, dist)
-    gauc_column = _gauc_column(t["gauc_field"], store)
-    configure_runtime(t, device, log)
-    trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
-    if resume:
-        _restore(trainer, run_dir, device, log)
-    trainer.fit(splits["train"], splits["valid"])
-    uncalibrated = _calibrate(cfg, trainer, splits, run_dir, dist, log)
-    metrics = _final_metrics(cfg, trainer, store, schema, root, splits, dist)
-    metrics.update(uncalibrated)
-    _write_outputs(cfg, trainer, metrics, run_dir, dist, log)
-    return metrics
+    run_dir, claim = _claim_run_dir(cfg, run_dir, dist, resume, log)
+    with claim:  # one run per folder: the lock is released when the run ends or fails
+        _prepare_run_dir(cfg, run_dir, store, dist, resume)
+        splits = _tensor_splits(cfg, schema, store, run_dir, dist, log)
+        model = _build_model(cfg, store, schema, dist)
+        gauc_column = _gauc_column(t["gauc_field"], store)
+        configure_runtime(t, device, log)
+        trainer = Trainer(model, cfg, run_dir, device=device, log=log, gauc_column=gauc_column, dist=dist)
+        if resume:
+            _restore(trainer, run_dir, device, log)
+        trainer.fit(splits["train"], splits["valid"])
+        uncalibrated = _calibrate(cfg, trainer, splits, run_dir, dist, log)
+        metrics = _final_metrics(cfg, trainer, store, schema, root, splits, dist)
+        metrics.update(uncalibrated)
+        _write_outputs(cfg, trainer, metrics, run_dir, dist, log)
+        return metrics
 
 
 def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistContext, torch.device]:
@@ -131,25 +133,26 @@ def _start_processes(device_name: str, backend: str) -> tuple[distributed.DistCo
     return dist, distributed.rank_device(device, dist)
 
 
-def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, store: EncodedStore,
-                     dist: distributed.DistContext, resume: bool, log: Callable[[str], None]) -> Path:
-    """The run directory (the same on every rank), claimed and created by rank 0. A new run writes its
-    config.yaml, the encoders and a copy of the schema there; a resumed one checks its encoders match."""
+def _claim_run_dir(cfg: Mapping[str, Any], run_dir: str | Path | None, dist: distributed.DistContext,
+                   resume: bool, log: Callable[[str], None]) -> tuple[Path, AbstractContextManager[Any]]:
+    """The run directory (the same on every rank) and the claim to hold while the run uses it: rank 0's
+    lock (rank 0 alone writes the folder), a no-op on the other ranks."""
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else str(default_run_dir(cfg)), dist))
-    # one run per folder, released when this call ends (releases_run_dir); rank 0 alone writes it
-    distributed.main_first(lambda: claim_run_dir(run_dir, resume, log) if dist.is_main else None, dist)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (run_dir / "metrics.json").unlink(missing_ok=True)  # written again when this run finishes
-            dump_config(cfg, run_dir / "config.yaml")
+    lock = distributed.main_first(lambda: claim_run_dir(run_dir, resume, log) if dist.is_main else None, dist)
+    return run_dir, lock if lock is not None else nullcontext()
+
+
+def _prepare_run_dir(cfg: Mapping[str, Any], run_dir: Path, store: EncodedStore,
+                     dist: distributed.DistContext, resume: bool) -> None:
+    """A new run writes its config.yaml, the encoders and a copy of the schema into its claimed run
+    directory (rank 0); a resumed one checks its encoders match."""
     if resume:
         _check_same_encoders(store.encoders.to_dict(), run_dir / "encoders.json")
-    elif dist.is_main:
+    elif dist.is_main:  # claim_run_dir made the folder and found no run files in it
+        dump_config(cfg, run_dir / "config.yaml")
         store.encoders.save(run_dir / "encoders.json")
         # a copy of the schema, so that predict and export need nothing outside the run directory
         shutil.copyfile(dataset_files(cfg)[0], run_dir / "schema.yaml")
-    return run_dir
 
 
 def _tensor_splits(cfg: Mapping[str, Any], schema: DatasetSchema, store: EncodedStore, run_dir: Path,

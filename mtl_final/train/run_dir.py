@@ -8,15 +8,13 @@ files of another run; an empty or new folder is fine. Under torchrun only rank 0
 directory, so only rank 0 claims it."""
 from __future__ import annotations
 
-import contextvars
-import functools
 import json
 import os
 import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from mtl_final import reliability
 from mtl_final.calibration import CALIBRATION_FILE
@@ -26,10 +24,6 @@ LOCK_NAME = "run.lock"
 # reliability diagrams)
 RUN_FILES = ("config.yaml", "schema.yaml", "encoders.json", "best.pt", "last.pt", "metrics.json", CALIBRATION_FILE)
 RUN_PATTERNS = ("events.out.tfevents.*", f"{reliability.PREFIX}*.png")
-
-F = TypeVar("F", bound=Callable[..., Any])
-# the locks claimed during the call of a function decorated with `releases_run_dir` (None outside one)
-_CLAIMED: contextvars.ContextVar[list[RunDirLock] | None] = contextvars.ContextVar("run_dir_claims", default=None)
 
 
 class RunDirError(ValueError):
@@ -67,8 +61,7 @@ def claim_run_dir(path: str | Path, resume: bool, log: Callable[[str], None] = p
     """Take the run directory `path` (made if missing) for a run of this process and return its lock.
 
     Raises RunDirError when a live run holds its lock, or when `resume` is False and the folder
-    holds another run's files. Use it as a context manager, or call it inside a function decorated
-    with `releases_run_dir`, which releases the lock when that function returns or raises."""
+    holds another run's files. Use it as a context manager: the lock is released at the block's end."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)  # FileExistsError names a file in the way
     lock = _lock(path, log)
@@ -79,28 +72,7 @@ def claim_run_dir(path: str | Path, resume: bool, log: Callable[[str], None] = p
                " (its run stopped before its first checkpoint, last.pt, so it cannot be resumed)")
         raise RunDirError(f"run directory {path} already holds a run ({', '.join(found)}); choose another --out "
                           f"(a new or empty folder) or delete this one{how}")
-    claimed = _CLAIMED.get()
-    if claimed is not None:
-        claimed.append(lock)
     return lock
-
-
-def releases_run_dir(fn: F) -> F:
-    """Decorate a function that claims its run directory (`claim_run_dir`) without a with block:
-    the lock is released when the function returns or raises."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        claimed: list[RunDirLock] = []
-        token = _CLAIMED.set(claimed)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _CLAIMED.reset(token)
-            for lock in claimed:
-                lock.release()
-
-    return wrapper  # type: ignore[return-value]
 
 
 def clear_run_dir(path: str | Path, log: Callable[[str], None] = print) -> None:

@@ -119,7 +119,7 @@ def run_experiment(cfg: dict[str, Any], run_dir: str | Path | None = None,
             _restore(trainer, run_dir, device, log)
         trainer.fit(splits["train"], splits["valid"])
         uncalibrated = _calibrate(cfg, trainer, splits, run_dir, dist, log)
-        metrics = _final_metrics(cfg, trainer, store, schema, root, splits, dist)
+        metrics = _final_metrics(trainer, store, schema, root, splits, dist)
         metrics.update(uncalibrated)
         _write_outputs(cfg, trainer, metrics, run_dir, dist, log)
         return metrics
@@ -198,9 +198,11 @@ def _calibrate(cfg: Mapping[str, Any], trainer: Trainer, splits: Mapping[str, Te
     method = cfg["calibration"]
     if method == "none":
         return {}
-    raw = {f"{split}_uncalibrated": trainer.evaluate(splits[split]) for split in ("valid", "test")}
+    # the raw predictions, scored once each (on every rank: predict gathers their rows)
+    raw_probs = {split: trainer.predict(splits[split]) for split in ("valid", "test")}
+    raw = {f"{split}_uncalibrated": trainer.evaluate(splits[split], probs) for split, probs in raw_probs.items()}
     tasks, valid, test = trainer.model.tasks, splits["valid"], splits["test"]
-    calibration = fit_calibration(method, tasks, trainer.predict(valid), _labels(valid))
+    calibration = fit_calibration(method, tasks, raw_probs["valid"], _labels(valid))
     if dist.is_main:
         calibration.save(run_dir / CALIBRATION_FILE)
     log(f"calibration: {method} fitted on valid ({run_dir / CALIBRATION_FILE}); valid and test metrics are "
@@ -208,12 +210,10 @@ def _calibrate(cfg: Mapping[str, Any], trainer: Trainer, splits: Mapping[str, Te
     missing = reliability.missing_plotter()
     if missing:
         log(f"reliability diagrams skipped: {missing}")
-    else:
-        probs = trainer.predict(test)  # on every rank: it gathers their rows
-        if dist.is_main:
-            files = reliability.write_reliability_diagrams(run_dir, tasks, probs, calibration.apply(probs),
-                                                           _labels(test))
-            log(f"reliability diagrams (test split): {', '.join(f.name for f in files)}")
+    elif dist.is_main:
+        probs = raw_probs["test"]
+        files = reliability.write_reliability_diagrams(run_dir, tasks, probs, calibration.apply(probs), _labels(test))
+        log(f"reliability diagrams (test split): {', '.join(f.name for f in files)}")
     trainer.model = CalibratedModel(trainer.model, calibration)
     return raw
 
@@ -234,14 +234,15 @@ def _restore(trainer: Trainer, run_dir: Path, device: torch.device, log: Callabl
         f"{len(trainer.history)} evaluations done)")
 
 
-def _final_metrics(cfg: Mapping[str, Any], trainer: Trainer, store: EncodedStore, schema: DatasetSchema,
-                   root: Path, splits: Mapping[str, TensorSplit], dist: distributed.DistContext) -> dict[str, Any]:
+def _final_metrics(trainer: Trainer, store: EncodedStore, schema: DatasetSchema, root: Path,
+                   splits: Mapping[str, TensorSplit], dist: distributed.DistContext) -> dict[str, Any]:
     """metrics.json of a trained run: valid and test metrics of the best weights, the training
     summary, the data report and, when the test file has the simulator's ground-truth columns
     (simulated data, through data.simulator or data.root), the test's entire-space CVR metrics."""
+    test_probs = trainer.predict(splits["test"])  # scored once: the metrics and the ground truth both read it
     metrics: dict[str, Any] = {
         "valid": trainer.evaluate(splits["valid"]),
-        "test": trainer.evaluate(splits["test"]),
+        "test": trainer.evaluate(splits["test"], test_probs),
         "best_epoch": trainer.best_epoch,
         "epochs_run": trainer.epochs_run,
         "train_seconds": round(trainer.train_seconds, 3),
@@ -252,7 +253,7 @@ def _final_metrics(cfg: Mapping[str, Any], trainer: Trainer, store: EncodedStore
     }
     test_file = root / schema.files["test"]
     if has_ground_truth(test_file):
-        metrics["test_entire_space"] = entire_space_metrics(trainer.predict(splits["test"]), test_file, schema.tasks)
+        metrics["test_entire_space"] = entire_space_metrics(test_probs, test_file, schema.tasks)
     return metrics
 
 

@@ -140,10 +140,10 @@ class Trainer:
         scored = distributed.gather_rows(local, self.dist).cpu()
         return {name: scored[:, i].contiguous().numpy() for i, name in enumerate(names)}
 
-    def evaluate(self, data: Any) -> dict[str, dict[str, float]]:
+    def evaluate(self, data: Any, probs: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
         """Metrics per task over a whole split; with several ranks computed on rank 0 and broadcast,
-        so every rank takes the same schedule decision."""
-        probs = self.predict(data)
+        so every rank takes the same schedule decision. probs: `predict(data)` where the caller has it."""
+        probs = self.predict(data) if probs is None else probs
         metrics = None
         if self.dist.is_main:
             labels = {name: data.labels[name].numpy() for name in data.labels}
